@@ -1,0 +1,322 @@
+"""Offline machinery for the crossplane/ tests: load manifests, validate them against real
+schemas, apply an XRD's defaults the way the API server does, and run a Composition's
+function-go-templating step with a real Go text/template + sprig engine (the Helm SDK).
+
+# Layout
+- `load_docs` / `crossplane_dir`: read the YAML under crossplane/.
+- `schema_for` / `validate`: custom resources against the CRDs-catalog JSON schemas found at
+  `CRD_SCHEMA_LOCATION` (a directory or a URL prefix; default `<repo>/../shared/schemas/crds`),
+  core kinds with kubernetes-validate (strict, Kubernetes 1.30).
+- `xr_schema` / `apply_defaults`: an XRD version's openAPIV3Schema, completed with the fields
+  Crossplane adds to every namespaced XR's CRD and made strict (unknown fields rejected, as
+  `kubectl apply` does with server-side field validation), and structural defaulting.
+- `render_composition`: what function-go-templating does with one request. The template text is
+  executed by Helm's engine (Go text/template with sprig, via helm-python-sdk); only the small
+  request/response plumbing around it (documents, resource-name and ready annotations, XR status
+  merge) is mirrored here from function-go-templating's fn.go.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import json
+import os
+import pathlib
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CROSSPLANE = REPO / "crossplane"
+KUBERNETES_VERSION = "1.30.0"
+
+ANNOTATION_RESOURCE_NAME = "gotemplating.fn.crossplane.io/composition-resource-name"
+ANNOTATION_READY = "gotemplating.fn.crossplane.io/ready"
+META_API_VERSION = "meta.gotemplating.fn.crossplane.io/v1alpha1"
+
+# Template functions that exist in only one of the two engines (or behave differently: Helm's
+# toYaml/fromYaml use sigs.k8s.io/yaml, function-go-templating's use yaml.v3). Templates must not
+# use them, or what the tests render would not be what Crossplane renders.
+ENGINE_SPECIFIC_FUNCTIONS = (
+    # Helm only
+    "required", "tpl", "lookup", "toToml", "fromJson", "fromJsonArray", "fromYamlArray",
+    "toYamlPretty", "mustToJson", "fromToml",
+    # function-go-templating only
+    "randomChoice", "getResourceCondition", "setResourceNameAnnotation", "getComposedResource",
+    "getCompositeResource", "getComposedConnectionDetails", "getExtraResources",
+    "getExtraResourcesFromContext", "getCredentialData",
+    # implemented differently
+    "toYaml", "fromYaml",
+)
+
+
+def crossplane_dir() -> pathlib.Path:
+    return CROSSPLANE
+
+
+def load_docs(path: pathlib.Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def manifest_files() -> list[pathlib.Path]:
+    """Every YAML manifest under crossplane/ (tests excluded)."""
+    return sorted(p for p in CROSSPLANE.rglob("*.yaml") if "tests" not in p.relative_to(CROSSPLANE).parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+
+
+def schema_location() -> str:
+    return os.environ.get("CRD_SCHEMA_LOCATION") or str(REPO.parent / "shared" / "schemas" / "crds")
+
+
+@functools.lru_cache(maxsize=None)
+def _read_schema(location: str, relative: str) -> dict[str, Any]:
+    if location.startswith(("http://", "https://")):
+        with urllib.request.urlopen(f"{location.rstrip('/')}/{relative}", timeout=30) as rsp:
+            return json.load(rsp)
+    with open(pathlib.Path(location) / relative, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def schema_for(api_version: str, kind: str) -> dict[str, Any]:
+    """The CRDs-catalog schema for a custom resource: <group>/<kind>_<version>.json."""
+    group, _, version = api_version.rpartition("/")
+    if not group:
+        raise ValueError(f"{api_version} {kind} is a core kind, it has no CRD schema")
+    return _read_schema(schema_location(), f"{group}/{kind.lower()}_{version}.json")
+
+
+CORE_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io",
+               "networking.k8s.io", "storage.k8s.io", "coordination.k8s.io"}
+
+
+def is_core(api_version: str) -> bool:
+    """Kinds built into Kubernetes (validated by kubernetes-validate, not a CRD schema)."""
+    return api_version.rpartition("/")[0] in CORE_GROUPS
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Raise if `obj` is not valid against its kind's schema (custom or core)."""
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    if is_core(api_version):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        if kind == "Secret":
+            for key, value in (obj.get("data") or {}).items():
+                base64.b64decode(value, validate=True)  # the schema's format: byte is not enforced
+        return
+    jsonschema.Draft7Validator(schema_for(api_version, kind)).validate(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# XRD schema, as the CRD Crossplane generates from it
+
+# Fields Crossplane v2 adds to a namespaced XR's generated CRD (they are not in the XRD).
+_XR_CROSSPLANE_SPEC = {
+    "type": "object",
+    "properties": {
+        "compositionRef": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        "compositionSelector": {
+            "type": "object",
+            "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "required": ["matchLabels"],
+        },
+        "compositionRevisionRef": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        "compositionRevisionSelector": {
+            "type": "object",
+            "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "required": ["matchLabels"],
+        },
+        "compositionUpdatePolicy": {"type": "string", "enum": ["Automatic", "Manual"]},
+        "resourceRefs": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    },
+}
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    s = dict(schema)
+    if s.get("type") == "object" and "properties" in s and "additionalProperties" not in s \
+            and not s.get("x-kubernetes-preserve-unknown-fields"):
+        s["additionalProperties"] = False
+    if "properties" in s:
+        s["properties"] = {k: _strict(v) for k, v in s["properties"].items()}
+    if isinstance(s.get("items"), dict):
+        s["items"] = _strict(s["items"])
+    if isinstance(s.get("additionalProperties"), dict):
+        s["additionalProperties"] = _strict(s["additionalProperties"])
+    return s
+
+
+def xr_schema(xrd: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    """The strict JSON schema of an XR of this XRD (the named version, or the referenceable one)."""
+    versions = xrd["spec"]["versions"]
+    v = next(v for v in versions if (v["name"] == version if version else v["referenceable"]))
+    schema = copy.deepcopy(v["schema"]["openAPIV3Schema"])
+    schema = _strict(schema)
+    props = schema.setdefault("properties", {})
+    props["apiVersion"] = {"type": "string", "const": f"{xrd['spec']['group']}/{v['name']}"}
+    props["kind"] = {"type": "string", "const": xrd["spec"]["names"]["kind"]}
+    props["metadata"] = {"type": "object", "required": ["name"]}
+    props["spec"]["properties"]["crossplane"] = _strict(_XR_CROSSPLANE_SPEC)
+    status = props.setdefault("status", {"type": "object", "properties": {}})
+    status.setdefault("properties", {})["conditions"] = {"type": "array", "items": {"type": "object"}}
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata", "spec"})
+    return schema
+
+
+def apply_defaults(schema: dict[str, Any], obj: Any) -> Any:
+    """Structural-schema defaulting as the API server does it: a missing field with a default
+    gets the default, then defaulting continues inside it."""
+    if isinstance(obj, dict) and schema.get("type") == "object":
+        for key, sub in schema.get("properties", {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                apply_defaults(sub, obj[key])
+        if isinstance(schema.get("additionalProperties"), dict):
+            for key in obj:
+                if key not in schema.get("properties", {}):
+                    apply_defaults(schema["additionalProperties"], obj[key])
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            apply_defaults(schema["items"], item)
+    return obj
+
+
+def admit_xr(xrd: dict[str, Any], xr: dict[str, Any], namespace: str = "exam-results") -> dict[str, Any]:
+    """What the API server stores for `xr`: validated, defaulted, namespaced, with a uid."""
+    schema = xr_schema(xrd)
+    jsonschema.Draft7Validator(schema).validate(xr)
+    stored = apply_defaults(schema, copy.deepcopy(xr))
+    stored["metadata"].setdefault("namespace", namespace)
+    stored["metadata"].setdefault("uid", "3f1c1f6e-0000-4000-8000-000000000001")
+    jsonschema.Draft7Validator(schema).validate(stored)
+    return stored
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+_CHART_YAML = "apiVersion: v2\nname: xprender\nversion: 0.1.0\ntype: application\n"
+
+# `include` sets both `.` and `$` to the request, as function-go-templating's Execute does.
+# toJson|fromJson turns Helm's .Values map type into a plain map[string]interface{}, which is what
+# sprig's dig and friends need. A printed missing value shows up as "<no value>" before Helm's own
+# post-processing strips it, so it is turned into an error here.
+_WRAPPER = """{{- $out := include "xprender/templates/_composition.tpl" (.Values.request | toJson | fromJson) -}}
+{{- if contains "<no value>" $out }}{{ fail (printf "template printed a missing value (<no value>):\\n%s" $out) }}{{ end -}}
+{{ $out }}"""
+
+
+def execute_template(template: str, request: dict[str, Any]) -> str:
+    """Execute a function-go-templating template against a RunFunctionRequest (as a map) with
+    Helm's Go text/template + sprig engine. Raises helm_python.HelmRenderError on failure."""
+    import helm_python
+
+    with tempfile.TemporaryDirectory(prefix="xprender-") as tmp:
+        chart = pathlib.Path(tmp) / "xprender"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text(_CHART_YAML)
+        (chart / "templates" / "_composition.tpl").write_text(template)
+        (chart / "templates" / "render.yaml").write_text(_WRAPPER)
+        with helm_python.Chart.load(chart) as loaded:
+            out = loaded.render(values={"request": request}, name="xprender", namespace="default")
+    return out["xprender/templates/render.yaml"]
+
+
+@dataclass
+class Rendered:
+    """The desired state after a composition pipeline ran once."""
+
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # by composition-resource-name
+    ready: dict[str, str] = field(default_factory=dict)
+    composite_status: dict[str, Any] = field(default_factory=dict)
+
+    def by_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources.values() if r["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.by_kind(kind)
+        assert len(found) == 1, f"expected exactly one {kind}, got {len(found)}"
+        return found[0]
+
+
+def render_composition(composition: dict[str, Any], xr: dict[str, Any],
+                       observed: dict[str, dict[str, Any]] | None = None) -> Rendered:
+    """Run every pipeline step of `composition` for the stored XR `xr`.
+
+    `observed` maps composition-resource-name -> observed object, as Crossplane passes the
+    composed resources that already exist.
+    """
+    result = Rendered()
+    desired_xr = {"apiVersion": xr["apiVersion"], "kind": xr["kind"], "metadata": copy.deepcopy(xr["metadata"])}
+    for step in composition["spec"]["pipeline"]:
+        step_input = step["input"]
+        if step_input.get("kind") != "GoTemplate" or step_input.get("source") != "Inline":
+            raise NotImplementedError(f"step {step['step']}: only inline GoTemplate inputs are rendered")
+        request: dict[str, Any] = {
+            "meta": {"tag": ""},
+            "input": step_input,
+            "observed": {"composite": {"resource": xr}},
+            "desired": {"composite": {"resource": desired_xr}},
+        }
+        # protojson leaves out empty maps, so a template sees no `resources` key at all at first.
+        if observed:
+            request["observed"]["resources"] = {k: {"resource": v} for k, v in observed.items()}
+        if result.resources:
+            request["desired"]["resources"] = {k: {"resource": v} for k, v in result.resources.items()}
+        text = execute_template(step_input["inline"]["template"], request)
+        _apply_step_output(text, xr, result)
+    return result
+
+
+def _apply_step_output(text: str, xr: dict[str, Any], result: Rendered) -> None:
+    """function-go-templating's handling of the rendered documents (fn.go RunFunction)."""
+    for obj in yaml.safe_load_all(text):
+        if obj is None:
+            continue
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        for key, value in annotations.items():
+            if not isinstance(value, str):
+                raise ValueError(f"annotation {key} of {obj.get('kind')} is not a string: {value!r}")
+        ready = annotations.get(ANNOTATION_READY)
+        if ready is not None and ready not in ("True", "False", "Unspecified"):
+            raise ValueError(f"invalid {ANNOTATION_READY} value {ready!r}")
+        name = annotations.get(ANNOTATION_RESOURCE_NAME)
+        if obj.get("apiVersion") == xr["apiVersion"] and obj.get("kind") == xr["kind"] and name is None:
+            _merge(result.composite_status, obj.get("status") or {})
+            continue
+        if obj.get("apiVersion") == META_API_VERSION:
+            raise NotImplementedError(f"{META_API_VERSION} {obj.get('kind')} is not used by these compositions")
+        if name is None:
+            raise ValueError(f"{obj.get('kind')} template is missing the {ANNOTATION_RESOURCE_NAME} annotation")
+        if name in result.resources and result.resources[name]["kind"] != obj["kind"]:
+            raise ValueError(f"composition resource name {name} used twice")
+        annotations = {k: v for k, v in annotations.items() if k not in (ANNOTATION_READY, ANNOTATION_RESOURCE_NAME)}
+        if annotations:
+            obj["metadata"]["annotations"] = annotations
+        else:
+            obj["metadata"].pop("annotations", None)
+        result.resources[name] = obj
+        result.ready[name] = ready or "Unspecified"
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
