@@ -1,0 +1,106 @@
+{{/*
+Render-time checks. Each failure names the values involved and the numbers,
+so `helm template`/`helm install` stops with a message an operator can act on.
+*/}}
+{{- define "exam-results.checks" -}}
+{{- $v := .Values -}}
+{{- $table := include "exam-results.functionTable" . | fromYaml -}}
+{{- $p := $v.pgbouncer -}}
+
+{{- /* 1. Client side: every function at max scale must fit PgBouncer. */ -}}
+{{- $total := 0 -}}
+{{- $parts := list -}}
+{{- range $key := keys $table | sortAlpha -}}
+{{- $meta := index $table $key -}}
+{{- $fn := index $v.functions $key -}}
+{{- if $fn.enabled -}}
+{{- $n := include "exam-results.function.maxClientConnections" (dict "fn" $fn "access" $meta.access) | int -}}
+{{- $total = add $total $n -}}
+{{- $parts = append $parts (printf "%s %d" $meta.name $n) -}}
+{{- end -}}
+{{- end -}}
+{{- $surviving := max 1 (sub (int $p.replicas) 1) -}}
+{{- $capacity := mul (int $p.maxClientConn) $surviving -}}
+{{- if gt $total $capacity -}}
+{{- fail (printf "pool arithmetic: functions can open %d client connections at max scale (%s; maxScale x poolSize, x2 with readFallback) but PgBouncer accepts only %d (pgbouncer.maxClientConn %d x %d replica(s) left when one of pgbouncer.replicas %d is down). Lower maxScale/poolSize or raise pgbouncer.maxClientConn/replicas." $total (join ", " $parts) $capacity (int $p.maxClientConn) $surviving (int $p.replicas)) -}}
+{{- end -}}
+
+{{- /* 2. Server side: PgBouncer's server pools must fit Postgres max_connections. */ -}}
+{{- $pg := $v.postgres -}}
+{{- range $pool := list (dict "db" $v.database.readWriteDatabase "size" $p.readWritePoolSize "target" "the primary") (dict "db" $v.database.readOnlyDatabase "size" $p.readOnlyPoolSize "target" "one replica (all read connections can land on one)") -}}
+{{- $perPod := add (int $pool.size) (int $p.reservePoolSize) -}}
+{{- $need := add (mul (int $p.replicas) $perPod) (int $pg.reservedConnections) -}}
+{{- if gt $need (int $pg.maxConnections) -}}
+{{- fail (printf "pool arithmetic: PgBouncer can open %d server connections to %s for database %s (%d replicas x (pool size %d + reservePoolSize %d)) plus postgres.reservedConnections %d = %d, above postgres.maxConnections %d. Lower the pool sizes or replicas, or raise max_connections." (mul (int $p.replicas) $perPod) $pool.target $pool.db (int $p.replicas) (int $pool.size) (int $p.reservePoolSize) (int $pg.reservedConnections) $need (int $pg.maxConnections)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* 3. Per function: scale bounds, BYO revision names, traffic blocks. */ -}}
+{{- range $key := keys $table | sortAlpha -}}
+{{- $meta := index $table $key -}}
+{{- $fn := index $v.functions $key -}}
+{{- if $fn.enabled -}}
+{{- $as := $fn.autoscaling -}}
+{{- $where := printf "functions.%s" $key -}}
+{{- if gt (int $as.minScale) (int $as.maxScale) -}}
+{{- fail (printf "%s.autoscaling: minScale %d is above maxScale %d" $where (int $as.minScale) (int $as.maxScale)) -}}
+{{- end -}}
+{{- if gt (int $as.initialScale) (int $as.maxScale) -}}
+{{- fail (printf "%s.autoscaling: initialScale %d is above maxScale %d" $where (int $as.initialScale) (int $as.maxScale)) -}}
+{{- end -}}
+{{- if and (gt (int $fn.containerConcurrency) 0) (gt (int $as.target) (int $fn.containerConcurrency)) -}}
+{{- fail (printf "%s: autoscaling.target %d is above containerConcurrency %d (the soft target must not exceed the hard limit)" $where (int $as.target) (int $fn.containerConcurrency)) -}}
+{{- end -}}
+{{- if ge (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds) -}}
+{{- fail (printf "%s: functionDefaults.shutdownDrainSeconds %d must be below timeoutSeconds %d" $where (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds)) -}}
+{{- end -}}
+{{- if $fn.revision -}}
+{{- $rev := printf "%s-%s" $meta.name $fn.revision -}}
+{{- if gt (len $rev) 63 -}}
+{{- fail (printf "%s.revision: revision name %q is %d characters, the limit is 63" $where $rev (len $rev)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $fn.traffic -}}
+{{- $sum := 0 -}}
+{{- $tags := dict -}}
+{{- range $i, $t := $fn.traffic -}}
+{{- $set := 0 -}}
+{{- if $t.latestRevision }}{{ $set = add1 $set }}{{ end -}}
+{{- if $t.revision }}{{ $set = add1 $set }}{{ end -}}
+{{- if $t.revisionName }}{{ $set = add1 $set }}{{ end -}}
+{{- if ne (int $set) 1 -}}
+{{- fail (printf "%s.traffic[%d]: set exactly one of revision, revisionName or latestRevision: true" $where $i) -}}
+{{- end -}}
+{{- if and $t.revisionName (not (hasPrefix (printf "%s-" $meta.name) $t.revisionName)) -}}
+{{- fail (printf "%s.traffic[%d]: revisionName %q does not belong to service %s (names start with %s-)" $where $i $t.revisionName $meta.name $meta.name) -}}
+{{- end -}}
+{{- $sum = add $sum (int ($t.percent | default 0)) -}}
+{{- with $t.tag -}}
+{{- if hasKey $tags . -}}
+{{- fail (printf "%s.traffic[%d]: tag %q is used twice" $where $i .) -}}
+{{- end -}}
+{{- $_ := set $tags . true -}}
+{{- end -}}
+{{- end -}}
+{{- if ne (int $sum) 100 -}}
+{{- fail (printf "%s.traffic: percents add up to %d, Knative requires 100" $where (int $sum)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* 4. Migrations need the SQL files in the chart. */ -}}
+{{- if $v.migrations.enabled -}}
+{{- $files := .Files.Glob "migrations/*.sql" -}}
+{{- if eq (len $files) 0 -}}
+{{- fail "migrations.enabled is true but the chart has no migrations/*.sql (knative/exam-results/migrations must link to sql/migrations)" -}}
+{{- end -}}
+{{- $size := 0 -}}
+{{- range $path, $bytes := $files -}}
+{{- $size = add $size (len $bytes) -}}
+{{- end -}}
+{{- if gt $size 900000 -}}
+{{- fail (printf "migrations: the SQL files total %d bytes, too close to the 1 MiB ConfigMap limit" $size) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
