@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -320,3 +321,44 @@ def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python3 crossplane/tests/crossplane_support.py XR.yaml [--composition in-cluster|aws]
+    [--observed OBSERVED.yaml]: admit the XR against the XRD, render the composition it selects
+    (or the one named) and print the composed resources as YAML, each validated."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split(":", 1)[1].strip())
+    parser.add_argument("xr", type=pathlib.Path)
+    parser.add_argument("--composition", choices=["in-cluster", "aws"])
+    parser.add_argument("--observed", type=pathlib.Path,
+                        help="YAML documents of already-composed resources, each annotated with "
+                             "crossplane.io/composition-resource-name")
+    args = parser.parse_args(argv)
+
+    api = CROSSPLANE / "apis" / "postgrescluster"
+    (xrd,) = load_docs(api / "definition.yaml")
+    compositions = {d["metadata"]["labels"]["exam-results.io/provider"]: d
+                    for p in sorted(api.glob("composition-*.yaml")) for d in load_docs(p)}
+    (xr,) = load_docs(args.xr)
+    provider = args.composition or xr["spec"].get("crossplane", {}).get("compositionSelector", {}) \
+        .get("matchLabels", {}).get("exam-results.io/provider", "in-cluster")
+    observed = None
+    if args.observed:
+        observed = {d["metadata"]["annotations"]["crossplane.io/composition-resource-name"]: d
+                    for d in load_docs(args.observed)}
+    rendered = render_composition(compositions[provider], admit_xr(xrd, xr), observed)
+    docs = []
+    for name, obj in rendered.resources.items():
+        validate(obj)
+        docs.append({**obj, "metadata": {**obj["metadata"], "annotations": {
+            **obj["metadata"].get("annotations", {}), "crossplane.io/composition-resource-name": name}}})
+    docs.append({"apiVersion": xr["apiVersion"], "kind": xr["kind"], "metadata": {"name": xr["metadata"]["name"]},
+                 "status": rendered.composite_status})
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,3 +111,17 @@ def test_rbac_lets_crossplane_manage_every_kind_the_in_cluster_composition_rende
     for obj in rendered.resources.values():
         group = obj["apiVersion"].rpartition("/")[0]
         assert (group, plural[obj["kind"]]) in granted, f"Crossplane may not manage {obj['kind']}"
+
+
+def test_schema_location_is_overridable(tmp_path, monkeypatch, compositions):
+    """CRD_SCHEMA_LOCATION points validation at another copy of the schemas (directory or URL)."""
+    step_input = compositions["in-cluster"]["spec"]["pipeline"][0]["input"]
+    (tmp_path / "gotemplating.fn.crossplane.io").mkdir()
+    (tmp_path / "gotemplating.fn.crossplane.io" / "gotemplate_v1beta1.json").write_text(
+        '{"type": "object", "required": ["a-field-no-input-has"]}')
+    monkeypatch.setenv("CRD_SCHEMA_LOCATION", str(tmp_path))
+    with pytest.raises(jsonschema.ValidationError):
+        xp.validate(step_input)
+    monkeypatch.setenv("CRD_SCHEMA_LOCATION", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError):
+        xp.validate(step_input)
