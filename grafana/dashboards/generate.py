@@ -209,10 +209,12 @@ def service_dashboard() -> dict:
         "reqps", [target(f"sum by (function) (rate({req}[$__rate_interval]))", "{{function}}", "local")]))
     L.add(timeseries(
         "Error ratio (5xx) by function",
-        "Share of requests answered with a 5xx. The availability SLO allows 0.1 % (red line).",
+        "Share of requests answered with a 5xx (0 while there are none). The availability SLO "
+        "allows 0.1 % (red line).",
         "percentunit",
-        [target(f'sum by (function) (rate(http_server_request_duration_seconds_count{{{FN}, {NOT_PROBES}, '
-                f'http_response_status_code=~"5.."}}[$__rate_interval]))\n/\n'
+        [target(f'(\n  sum by (function) (rate(http_server_request_duration_seconds_count{{{FN}, {NOT_PROBES}, '
+                f'http_response_status_code=~"5.."}}[$__rate_interval]))\n  or\n'
+                f"  0 * sum by (function) (rate({req}[$__rate_interval]))\n)\n/\n"
                 f"sum by (function) (rate({req}[$__rate_interval]))", "{{function}}", "local")],
         th=thresholds((None, "green"), (0.001, "red"))))
     L.add(timeseries(
