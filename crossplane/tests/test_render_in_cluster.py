@@ -196,3 +196,48 @@ def test_xr_status_reports_endpoints_and_ready_instances_from_the_observed_clust
     assert healthy.ready["cluster"] == "True"
     # Everything else is ready as soon as it exists, so the XR becomes Ready with the cluster.
     assert set(healthy.ready.values()) == {"True"}
+
+
+def restored_from_prod(examples, **restore):
+    xr = copy.deepcopy(examples["prod"])
+    xr["metadata"]["name"] = "exam-results-db-restored"
+    xr["spec"]["restore"] = {"fromCluster": "exam-results-db", **restore}
+    return xr
+
+
+def test_restore_bootstraps_from_the_source_clusters_archive_to_a_point_in_time(render, examples, admit):
+    rendered = render(admit(restored_from_prod(examples, targetTime="2027-08-14T09:30:00Z")))
+    for obj in rendered.resources.values():
+        xp.validate(obj)
+    cluster = rendered.one("Cluster")["spec"]
+    assert "initdb" not in cluster["bootstrap"]
+    recovery = cluster["bootstrap"]["recovery"]
+    assert recovery["source"] == "origin"
+    assert recovery["recoveryTarget"] == {"targetTime": "2027-08-14T09:30:00Z"}
+    assert (recovery["database"], recovery["owner"]) == ("exam_results", "exam_app")
+    assert recovery["secret"]["name"] == rendered.resources["app-credentials"]["metadata"]["name"]
+    store = rendered.one("ObjectStore")
+    assert cluster["externalClusters"] == [{"name": "origin", "plugin": {
+        "name": BARMAN_PLUGIN,
+        "parameters": {"barmanObjectName": store["metadata"]["name"], "serverName": "exam-results-db"}}}]
+    # The restored cluster archives to the same store under its own name, so both histories survive.
+    assert cluster["plugins"][0]["parameters"] == {"barmanObjectName": store["metadata"]["name"]}
+
+
+def test_restore_without_backups_keeps_the_store_for_reading_but_archives_nothing(render, examples, admit):
+    xr = restored_from_prod(examples)
+    xr["spec"]["backup"]["enabled"] = False
+    rendered = render(admit(xr))
+    assert rendered.one("ObjectStore")
+    assert not rendered.by_kind("ScheduledBackup")
+    assert "plugins" not in rendered.one("Cluster")["spec"]
+    assert "recoveryTarget" not in rendered.one("Cluster")["spec"]["bootstrap"]["recovery"]
+
+
+def test_a_cluster_cannot_restore_over_its_own_archive(render, examples, admit):
+    import helm_python
+
+    xr = restored_from_prod(examples)
+    xr["metadata"]["name"] = "exam-results-db"
+    with pytest.raises(helm_python.HelmRenderError, match="restore.fromCluster must name another cluster"):
+        render(admit(xr))
