@@ -1,0 +1,444 @@
+//! Typed configuration, read once from the environment at start-up.
+//!
+//! Every field maps to one environment variable (the field name in upper
+//! case). A missing or malformed variable stops the process with one line
+//! naming the variable; see [`Config::from_env`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration of one function process.
+#[derive(Clone, Deserialize)]
+pub struct Config {
+    /// `PORT`: the serving port (Knative sets it). Default 8080.
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    /// `BIND_ADDRESS`: the address both listeners bind. Default `0.0.0.0`
+    /// (a pod); the local stack uses `127.0.0.1`.
+    #[serde(default = "defaults::bind_address")]
+    pub bind_address: std::net::IpAddr,
+    /// `METRICS_PORT`: Prometheus metrics port, never the serving port.
+    /// Default 9464 (clear of Knative's reserved 8008, 8012, 8013, 8022, 9090, 9091).
+    #[serde(default = "defaults::metrics_port")]
+    pub metrics_port: u16,
+    /// `DATABASE_URL`: libpq-style URL or key=value string. Read functions
+    /// point at the read-only pooler database, write functions at the
+    /// read-write one.
+    pub database_url: String,
+    /// `DATABASE_PASSWORD`: overrides the URL's password (from a Secret).
+    #[serde(default)]
+    pub database_password: Option<String>,
+    /// `DATABASE_POOL_SIZE`: connections this process keeps to the pooler. Default 8.
+    #[serde(default = "defaults::pool_size")]
+    pub database_pool_size: u32,
+    /// `DATABASE_POOL_TIMEOUT_MS`: longest wait for a pooled connection before a 503. Default 1000.
+    #[serde(default = "defaults::pool_timeout_ms")]
+    pub database_pool_timeout_ms: u64,
+    /// `DATABASE_CONNECT_TIMEOUT_MS`: TCP connect and login timeout. Default 2000.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub database_connect_timeout_ms: u64,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`: longest a query may run; past it the
+    /// query is cancelled and the client gets a 503. Default 2000.
+    #[serde(default = "defaults::statement_timeout_ms")]
+    pub database_statement_timeout_ms: u64,
+    /// `READ_FALLBACK_DATABASE_URL`: read functions only. When set, reads go
+    /// to this database (the primary) while the replica is down or lagging.
+    #[serde(default)]
+    pub read_fallback_database_url: Option<String>,
+    /// `MAX_REPLICA_LAG_SECONDS`: read functions only. When set, the replica's
+    /// replay lag is checked every second; past this value reads fall back
+    /// (if configured) or answer 503 `replica_lagging`.
+    #[serde(default)]
+    pub max_replica_lag_seconds: Option<f64>,
+    /// `WRITE_TOKENS`: comma-separated bearer tokens accepted by write functions.
+    #[serde(default)]
+    pub write_tokens: Vec<String>,
+    /// `LOG_LEVEL`: a tracing filter such as `info` or `exam_results=debug`. Default `info`.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`; see [`Config::log_format`].
+    #[serde(default = "defaults::log_format", rename = "log_format")]
+    pub log_format_name: String,
+    /// `SHUTDOWN_DRAIN_SECONDS`: after SIGTERM, how long in-flight requests may finish. Default 20.
+    #[serde(default = "defaults::drain_seconds")]
+    pub shutdown_drain_seconds: u64,
+    /// `EXAM_YEAR_MIN`: the first exam year the API accepts. Default 2000.
+    #[serde(default = "defaults::year_min")]
+    pub exam_year_min: i32,
+    /// `EXAM_YEAR_MAX`: the last exam year the API accepts. Default 2100.
+    #[serde(default = "defaults::year_max")]
+    pub exam_year_max: i32,
+}
+
+impl std::fmt::Debug for Config {
+    /// Secrets (the password, the tokens, any password inside a URL) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("bind_address", &self.bind_address)
+            .field("metrics_port", &self.metrics_port)
+            .field(
+                "database",
+                &self
+                    .database_url
+                    .parse::<tokio_postgres::Config>()
+                    .ok()
+                    .map(|c| (c.get_hosts().len(), c.get_dbname().map(str::to_owned))),
+            )
+            .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "write_tokens",
+                &format_args!("<{} redacted>", self.write_tokens.len()),
+            )
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Why the configuration was rejected: always names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault, e.g. `DATABASE_URL`.
+    pub variable: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &str, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Whether a function reads or writes; decides which checks apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Public, served from a replica.
+    Read,
+    /// Token-protected, served from the primary.
+    Write,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env(access: Access) -> Result<Self, ConfigError> {
+        Self::from_iter(std::env::vars(), access)
+    }
+
+    /// Reads configuration from explicit `(NAME, value)` pairs (tests use this).
+    pub fn from_iter<I>(vars: I, access: Access) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let config: Config = envy::from_iter(vars).map_err(from_envy)?;
+        config.validate(access)?;
+        Ok(config)
+    }
+
+    fn validate(&self, access: Access) -> Result<(), ConfigError> {
+        if self.database_url.trim().is_empty() {
+            return Err(ConfigError::new("DATABASE_URL", "must not be empty"));
+        }
+        self.database_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|_| {
+                ConfigError::new(
+                    "DATABASE_URL",
+                    "is not a valid PostgreSQL connection string",
+                )
+            })?;
+        if let Some(url) = &self.read_fallback_database_url {
+            url.parse::<tokio_postgres::Config>().map_err(|_| {
+                ConfigError::new(
+                    "READ_FALLBACK_DATABASE_URL",
+                    "is not a valid PostgreSQL connection string",
+                )
+            })?;
+        }
+        self.parse_log_format()?;
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::new("DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        for (name, value) in [
+            ("DATABASE_POOL_TIMEOUT_MS", self.database_pool_timeout_ms),
+            (
+                "DATABASE_CONNECT_TIMEOUT_MS",
+                self.database_connect_timeout_ms,
+            ),
+            (
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                self.database_statement_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be greater than 0"));
+            }
+        }
+        if self.port == self.metrics_port {
+            return Err(ConfigError::new(
+                "METRICS_PORT",
+                format!("must differ from PORT ({})", self.port),
+            ));
+        }
+        if self.exam_year_min > self.exam_year_max {
+            return Err(ConfigError::new(
+                "EXAM_YEAR_MIN",
+                format!("must not exceed EXAM_YEAR_MAX ({})", self.exam_year_max),
+            ));
+        }
+        if let Some(lag) = self.max_replica_lag_seconds {
+            if !(lag.is_finite() && lag > 0.0) {
+                return Err(ConfigError::new(
+                    "MAX_REPLICA_LAG_SECONDS",
+                    "must be a positive number",
+                ));
+            }
+        }
+        if access == Access::Write {
+            let tokens: Vec<_> = self
+                .write_tokens
+                .iter()
+                .filter(|t| !t.trim().is_empty())
+                .collect();
+            if tokens.is_empty() {
+                return Err(ConfigError::new(
+                    "WRITE_TOKENS",
+                    "must list at least one token for a write function",
+                ));
+            }
+            if tokens.iter().any(|t| t.len() < 16) {
+                return Err(ConfigError::new(
+                    "WRITE_TOKENS",
+                    "every token must be at least 16 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The log format (validated at start-up).
+    pub fn log_format(&self) -> LogFormat {
+        self.parse_log_format().unwrap_or(LogFormat::Json)
+    }
+
+    fn parse_log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.log_format_name.to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(ConfigError::new(
+                "LOG_FORMAT",
+                format!("must be `json` or `pretty`, got `{other}`"),
+            )),
+        }
+    }
+
+    /// The pooled database's connection settings, password applied.
+    pub fn database(&self) -> tokio_postgres::Config {
+        self.connection(&self.database_url)
+    }
+
+    /// The fallback database's connection settings, if configured.
+    pub fn read_fallback_database(&self) -> Option<tokio_postgres::Config> {
+        self.read_fallback_database_url
+            .as_deref()
+            .map(|url| self.connection(url))
+    }
+
+    fn connection(&self, url: &str) -> tokio_postgres::Config {
+        let mut config: tokio_postgres::Config = url.parse().expect("validated at start-up");
+        if let Some(password) = &self.database_password {
+            config.password(password);
+        }
+        config.connect_timeout(Duration::from_millis(self.database_connect_timeout_ms));
+        config
+    }
+
+    /// The accepted write tokens, blanks removed.
+    pub fn tokens(&self) -> Vec<String> {
+        self.write_tokens
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+}
+
+fn from_envy(err: envy::Error) -> ConfigError {
+    match err {
+        envy::Error::MissingValue(field) => {
+            ConfigError::new(&field.to_uppercase(), "is required but not set")
+        }
+        envy::Error::Custom(message) => {
+            // envy reports parse failures as "... provided by FIELD_NAME".
+            let variable = message
+                .rsplit_once(" provided by ")
+                .map(|(_, v)| v.to_uppercase())
+                .or_else(|| message.split('`').nth(1).map(str::to_uppercase))
+                .unwrap_or_else(|| "environment".to_owned());
+            let problem = message
+                .split(" provided by ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            ConfigError::new(&variable, problem)
+        }
+    }
+}
+
+mod defaults {
+    pub(super) fn port() -> u16 {
+        8080
+    }
+    pub(super) fn bind_address() -> std::net::IpAddr {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    }
+    pub(super) fn metrics_port() -> u16 {
+        9464
+    }
+    pub(super) fn pool_size() -> u32 {
+        8
+    }
+    pub(super) fn pool_timeout_ms() -> u64 {
+        1000
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        2000
+    }
+    pub(super) fn statement_timeout_ms() -> u64 {
+        2000
+    }
+    pub(super) fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub(super) fn log_format() -> String {
+        "json".to_owned()
+    }
+    pub(super) fn drain_seconds() -> u64 {
+        20
+    }
+    pub(super) fn year_min() -> i32 {
+        2000
+    }
+    pub(super) fn year_max() -> i32 {
+        2100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const URL: (&str, &str) = ("DATABASE_URL", "postgres://app@127.0.0.1:6432/exam_results");
+
+    #[test]
+    fn a_read_function_needs_only_the_database_url() {
+        let config = Config::from_iter(vars(&[URL]), Access::Read).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.metrics_port, 9464);
+        assert_eq!(config.database_pool_size, 8);
+        assert_eq!(config.log_format(), LogFormat::Json);
+        assert_eq!((config.exam_year_min, config.exam_year_max), (2000, 2100));
+    }
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        let err = Config::from_iter(vars(&[]), Access::Read).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(err.problem.contains("required"));
+    }
+
+    #[test]
+    fn a_non_numeric_port_is_named_with_its_value() {
+        let err = Config::from_iter(vars(&[URL, ("PORT", "eighty")]), Access::Read).unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        assert!(err.problem.contains("eighty"), "{}", err.problem);
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_rejected() {
+        let err = Config::from_iter(vars(&[URL, ("LOG_FORMAT", "xml")]), Access::Read).unwrap_err();
+        assert_eq!(err.variable, "LOG_FORMAT");
+    }
+
+    #[test]
+    fn a_write_function_without_tokens_refuses_to_start() {
+        let err = Config::from_iter(vars(&[URL]), Access::Write).unwrap_err();
+        assert_eq!(err.variable, "WRITE_TOKENS");
+    }
+
+    #[test]
+    fn short_write_tokens_are_rejected() {
+        let err =
+            Config::from_iter(vars(&[URL, ("WRITE_TOKENS", "short")]), Access::Write).unwrap_err();
+        assert_eq!(err.variable, "WRITE_TOKENS");
+    }
+
+    #[test]
+    fn write_tokens_are_split_on_commas() {
+        let config = Config::from_iter(
+            vars(&[URL, ("WRITE_TOKENS", "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb")]),
+            Access::Write,
+        )
+        .unwrap();
+        assert_eq!(
+            config.tokens(),
+            vec!["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_database_url_is_rejected_without_echoing_it() {
+        let err = Config::from_iter(
+            vars(&[("DATABASE_URL", "postgres://u:secret@host:notaport/db")]),
+            Access::Read,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn the_metrics_port_must_differ_from_the_serving_port() {
+        let err = Config::from_iter(
+            vars(&[URL, ("PORT", "9000"), ("METRICS_PORT", "9000")]),
+            Access::Read,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, "METRICS_PORT");
+    }
+
+    #[test]
+    fn the_password_variable_overrides_the_url() {
+        let config = Config::from_iter(
+            vars(&[
+                ("DATABASE_URL", "postgres://app:old@127.0.0.1/db"),
+                ("DATABASE_PASSWORD", "new"),
+            ]),
+            Access::Read,
+        )
+        .unwrap();
+        assert_eq!(config.database().get_password(), Some(&b"new"[..]));
+    }
+}

@@ -1,0 +1,358 @@
+//! The connection pool and the five queries.
+//!
+//! Every query is sent with [`tokio_postgres::Client::query_typed`]: an
+//! unnamed statement whose parameter types are given up front, so Parse,
+//! Bind, Execute and Sync travel in one message and the answer comes back in
+//! one round trip. No named prepared statement ever exists, which is what
+//! PgBouncer in transaction pooling mode (1.18 has no protocol-level
+//! prepared statements) requires.
+//!
+//! The pool checks a connection at checkout without a round trip (is the
+//! socket still open?) and drops any connection that failed, so a broken
+//! connection is never handed out twice.
+
+use std::time::{Duration, Instant};
+
+use bb8::{ManageConnection, Pool, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::model::{ExamResult, ListQuery, ResultKey};
+use crate::telemetry;
+
+/// What a query can fail with, already sorted by what the client should see.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The pooler or database could not be reached in time, the pool was
+    /// exhausted, or the query ran past the statement timeout.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A row with the same key exists.
+    #[error("unique violation")]
+    UniqueViolation,
+    /// No partition of `student_results` accepts the row's exam year.
+    #[error("no partition for the row")]
+    NoPartition,
+    /// Anything else (a bug or a schema problem).
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// Which query a duration belongs to (the `operation` metric label).
+#[derive(Clone, Copy, Debug)]
+pub enum Operation {
+    /// `INSERT ... RETURNING`.
+    InsertResult,
+    /// Point read.
+    SelectResult,
+    /// One keyset page.
+    ListResults,
+    /// `UPDATE ... RETURNING`.
+    UpdateResult,
+    /// `DELETE`.
+    DeleteResult,
+    /// `/readyz` probe.
+    Readiness,
+    /// Replica lag probe.
+    ReplicaLag,
+}
+
+impl Operation {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsertResult => "insert_result",
+            Self::SelectResult => "select_result",
+            Self::ListResults => "list_results",
+            Self::UpdateResult => "update_result",
+            Self::DeleteResult => "delete_result",
+            Self::Readiness => "readiness",
+            Self::ReplicaLag => "replica_lag",
+        }
+    }
+}
+
+/// Wraps bb8-postgres's manager so the checkout test costs no round trip.
+#[derive(Debug)]
+pub struct Manager(PostgresConnectionManager<NoTls>);
+
+/// Why the pool could not provide a connection.
+#[derive(Debug)]
+pub enum ManagerError {
+    /// Connecting (or logging in) failed.
+    Connect(tokio_postgres::Error),
+    /// A pooled connection's socket was found closed at checkout.
+    Closed,
+}
+
+impl ManageConnection for Manager {
+    type Connection = Client;
+    type Error = ManagerError;
+
+    async fn connect(&self) -> Result<Client, ManagerError> {
+        self.0.connect().await.map_err(ManagerError::Connect)
+    }
+
+    async fn is_valid(&self, conn: &mut Client) -> Result<(), ManagerError> {
+        // No round trip: a closed socket fails the check; a connection that
+        // fails a query is marked broken on return (see `has_broken`).
+        if conn.is_closed() {
+            Err(ManagerError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn has_broken(&self, conn: &mut Client) -> bool {
+        conn.is_closed()
+    }
+}
+
+/// A pool of connections to one database (through the pooler).
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<Manager>,
+    statement_timeout: Duration,
+    max_size: u32,
+}
+
+const COLUMNS: &str = "roll_number, exam_year, marks";
+
+impl Database {
+    /// Builds the pool without connecting: the process starts (and answers
+    /// `/healthz`) even while the database is down, and connects on demand.
+    pub fn new(
+        config: tokio_postgres::Config,
+        size: u32,
+        wait: Duration,
+        statement_timeout: Duration,
+    ) -> Self {
+        let pool = Pool::builder()
+            .max_size(size)
+            .min_idle(None)
+            .connection_timeout(wait)
+            .test_on_check_out(true)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .max_lifetime(Some(Duration::from_secs(1800)))
+            .build_unchecked(Manager(PostgresConnectionManager::new(config, NoTls)));
+        Self {
+            pool,
+            statement_timeout,
+            max_size: size,
+        }
+    }
+
+    /// The pool's configured size.
+    pub fn max_size(&self) -> u32 {
+        self.max_size
+    }
+
+    /// Connections (in use, idle) right now.
+    pub fn connections(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        )
+    }
+
+    /// Runs one statement with typed parameters, timing it and mapping errors.
+    async fn run(
+        &self,
+        operation: Operation,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, DbError> {
+        let waited = Instant::now();
+        let conn = self.pool.get().await.map_err(|err| match err {
+            RunError::TimedOut => {
+                DbError::Unavailable("timed out waiting for a pooled connection".into())
+            }
+            RunError::User(ManagerError::Connect(err)) => classify(err),
+            RunError::User(ManagerError::Closed) => {
+                DbError::Unavailable("pooled connection was closed".into())
+            }
+        })?;
+        telemetry::record_pool_wait(waited.elapsed());
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(self.statement_timeout, conn.query_typed(sql, params)).await;
+        telemetry::record_query(operation.as_str(), started.elapsed());
+        match outcome {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(err)) => Err(classify(err)),
+            Err(_) => {
+                // Stop the server-side work too; PgBouncer forwards cancel requests.
+                let token = conn.cancel_token();
+                tokio::spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+                Err(DbError::Unavailable(format!(
+                    "{} exceeded the statement timeout of {:?}",
+                    operation.as_str(),
+                    self.statement_timeout
+                )))
+            }
+        }
+    }
+
+    /// Inserts a new result.
+    pub async fn insert(&self, result: &ExamResult) -> Result<ExamResult, DbError> {
+        let sql = format!(
+            "INSERT INTO student_results (roll_number, exam_year, marks) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+        );
+        let rows = self
+            .run(
+                Operation::InsertResult,
+                &sql,
+                &[
+                    (&result.roll_number, Type::INT8),
+                    (&result.exam_year, Type::INT4),
+                    (&result.marks, Type::INT4),
+                ],
+            )
+            .await?;
+        rows.first()
+            .map(to_result)
+            .ok_or_else(|| DbError::Other("INSERT returned no row".into()))
+    }
+
+    /// Reads one result.
+    pub async fn get(&self, key: ResultKey) -> Result<Option<ExamResult>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM student_results WHERE exam_year = $1 AND roll_number = $2"
+        );
+        let rows = self
+            .run(
+                Operation::SelectResult,
+                &sql,
+                &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
+            )
+            .await?;
+        Ok(rows.first().map(to_result))
+    }
+
+    /// Reads one keyset page: `limit + 1` rows are fetched to learn whether another page exists.
+    pub async fn list(&self, query: ListQuery) -> Result<(Vec<ExamResult>, bool), DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM student_results WHERE exam_year = $1 AND roll_number > $2 \
+             ORDER BY roll_number LIMIT $3"
+        );
+        let fetch = query.limit + 1;
+        let rows = self
+            .run(
+                Operation::ListResults,
+                &sql,
+                &[
+                    (&query.exam_year, Type::INT4),
+                    (&query.after, Type::INT8),
+                    (&fetch, Type::INT8),
+                ],
+            )
+            .await?;
+        let more = rows.len() as i64 > query.limit;
+        Ok((
+            rows.iter()
+                .take(query.limit as usize)
+                .map(to_result)
+                .collect(),
+            more,
+        ))
+    }
+
+    /// Sets a result's marks; `None` when absent.
+    pub async fn update(&self, key: ResultKey, marks: i32) -> Result<Option<ExamResult>, DbError> {
+        let sql = format!(
+            "UPDATE student_results SET marks = $3 WHERE exam_year = $1 AND roll_number = $2 RETURNING {COLUMNS}"
+        );
+        let rows = self
+            .run(
+                Operation::UpdateResult,
+                &sql,
+                &[
+                    (&key.exam_year, Type::INT4),
+                    (&key.roll_number, Type::INT8),
+                    (&marks, Type::INT4),
+                ],
+            )
+            .await?;
+        Ok(rows.first().map(to_result))
+    }
+
+    /// Deletes a result; whether it existed.
+    pub async fn delete(&self, key: ResultKey) -> Result<bool, DbError> {
+        let rows = self
+            .run(
+                Operation::DeleteResult,
+                "DELETE FROM student_results WHERE exam_year = $1 AND roll_number = $2 RETURNING roll_number",
+                &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// One trivial query: is the database reachable through the pool?
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(Operation::Readiness, "SELECT 1", &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// The replica's replay lag in seconds (0 on a primary, or when fully replayed).
+    pub async fn replica_lag_seconds(&self) -> Result<f64, DbError> {
+        let rows = self
+            .run(
+                Operation::ReplicaLag,
+                "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 \
+                 WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                 ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8",
+                &[],
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.get::<_, f64>(0))
+            .ok_or_else(|| DbError::Other("lag query returned no row".into()))
+    }
+}
+
+fn to_result(row: &Row) -> ExamResult {
+    ExamResult {
+        roll_number: row.get(0),
+        exam_year: row.get(1),
+        marks: row.get(2),
+    }
+}
+
+/// Sorts a driver error into what the client should see.
+fn classify(err: tokio_postgres::Error) -> DbError {
+    if err.is_closed() {
+        return DbError::Unavailable(format!("connection closed: {err}"));
+    }
+    let Some(db) = err.as_db_error() else {
+        // I/O, TLS, timeout while connecting: the pooler or database is not there.
+        return DbError::Unavailable(err.to_string());
+    };
+    let code = db.code();
+    if code == &SqlState::UNIQUE_VIOLATION {
+        return DbError::UniqueViolation;
+    }
+    if code == &SqlState::CHECK_VIOLATION
+        && db.constraint().is_none()
+        && db.message().starts_with("no partition")
+    {
+        return DbError::NoPartition;
+    }
+    let class = &code.code()[..2];
+    let unavailable = class == "08" // connection exception (PgBouncer reports its own failures as 08P01)
+        || class == "53" // insufficient resources: too many connections
+        || class == "57" // operator intervention: shutdown, cannot connect now, query canceled
+        || code == &SqlState::T_R_SERIALIZATION_FAILURE
+        || code == &SqlState::READ_ONLY_SQL_TRANSACTION;
+    if unavailable {
+        DbError::Unavailable(format!("{}: {}", code.code(), db.message()))
+    } else {
+        DbError::Other(format!("{}: {}", code.code(), db.message()))
+    }
+}

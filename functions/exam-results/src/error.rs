@@ -1,0 +1,220 @@
+//! The one error type every handler returns, and its JSON form.
+//!
+//! Each variant's doc names its HTTP status and stable `code`. The reply body
+//! is always `{"error": {"code": "...", "message": "..."}}`; causes of server
+//! errors are logged (in the request's log line), never sent to the client.
+
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `bad_request`: a path or query value is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 400 `invalid_json`: the body is not well-formed JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// 401 `unauthorized`: missing or unknown bearer token on a write.
+    #[error("a valid bearer token is required: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    /// 404 `not_found`: no such result, or no such route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`: the path exists but not with this method.
+    #[error("method {method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        /// The method the client used.
+        method: String,
+        /// The methods this route accepts, for the `Allow` header.
+        allowed: &'static str,
+    },
+    /// 409 `conflict`: a result with this key already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413 `payload_too_large`: the body exceeds the limit.
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415 `unsupported_media_type`: the body is not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 422 `validation_failed`: well-formed but invalid values.
+    #[error("{0}")]
+    Validation(String),
+    /// 422 `partition_missing`: the exam year is valid but has no partition yet.
+    #[error("exam year {0} is not open for results yet (no partition exists for it)")]
+    PartitionMissing(i32),
+    /// 503 `database_unavailable` (with `Retry-After`): the pooler or
+    /// database cannot be reached in time, or the pool is exhausted.
+    #[error("the results database is unavailable, retry shortly")]
+    Unavailable(String),
+    /// 503 `replica_lagging` (with `Retry-After`): the read replica is too far behind.
+    #[error("results are being synchronised, retry shortly (replica is {0:.1}s behind)")]
+    ReplicaLagging(f64),
+    /// 500 `internal_error`: anything unexpected; the cause is logged only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The cause of a server-side error, carried in the response's extensions so
+/// the request log line can include it. Never serialised to the client.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
+
+/// The stable error code carried in a response's extensions, for metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) | Self::PartitionMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) | Self::ReplicaLagging(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, snake_case code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation(_) => "validation_failed",
+            Self::PartitionMissing(_) => "partition_missing",
+            Self::Unavailable(_) => "database_unavailable",
+            Self::ReplicaLagging(_) => "replica_lagging",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The reply: JSON body, status, and the headers some statuses need.
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::MethodNotAllowed { allowed, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            Self::Unavailable(_) | Self::ReplicaLagging(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        if let Self::Unavailable(cause) | Self::Internal(cause) = self {
+            response.extensions_mut().insert(ErrorCause(cause));
+        }
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+use warp::Reply as _;
+
+impl warp::Reply for ApiError {
+    fn into_response(self) -> Response {
+        ApiError::into_response(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_hides_its_cause_from_the_client() {
+        let response = ApiError::Internal("relation \"student_results\" does not exist".into())
+            .into_response();
+        assert_eq!(response.status(), 500);
+        let cause = response.extensions().get::<ErrorCause>().unwrap().0.clone();
+        assert!(cause.contains("student_results"));
+        let body = body_of(response).await;
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("relation"));
+    }
+
+    #[tokio::test]
+    async fn unavailable_carries_retry_after() {
+        let response = ApiError::Unavailable("pool timed out".into()).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(
+            body_of(response).await["error"]["code"],
+            "database_unavailable"
+        );
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_lists_the_allowed_methods() {
+        let response = ApiError::MethodNotAllowed {
+            method: "PATCH".into(),
+            allowed: "GET, HEAD",
+        }
+        .into_response();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_asks_for_a_bearer_token() {
+        let response = ApiError::Unauthorized.into_response();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    }
+
+    #[test]
+    fn every_status_matches_its_documented_class() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
+            (ApiError::PayloadTooLarge(16), 413, "payload_too_large"),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::Validation("x".into()), 422, "validation_failed"),
+            (ApiError::PartitionMissing(2031), 422, "partition_missing"),
+            (ApiError::ReplicaLagging(3.0), 503, "replica_lagging"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!((err.status().as_u16(), err.code()), (status, code));
+        }
+    }
+
+    #[test]
+    fn partition_missing_names_the_year() {
+        assert!(ApiError::PartitionMissing(2031)
+            .to_string()
+            .contains("2031"));
+    }
+}

@@ -1,0 +1,121 @@
+//! What every handler gets: the pools, the accepted tokens, the limits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::{Database, DbError};
+use crate::error::ApiError;
+use crate::model::YearRange;
+
+/// Shared, cheap-to-clone application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The function's own database (replica for reads, primary for writes).
+    pub db: Database,
+    /// Reads only: the primary, used while the replica is down or lagging.
+    pub fallback: Option<Database>,
+    /// Accepted bearer tokens (write functions).
+    pub tokens: Arc<Vec<String>>,
+    /// Exam years the API accepts.
+    pub years: YearRange,
+    /// Reads only: the replica's last measured lag, if lag checking is on.
+    pub lag: Option<Arc<ReplicaLag>>,
+}
+
+/// The replica lag as last measured by the background probe.
+pub struct ReplicaLag {
+    /// Above this many seconds the replica counts as lagging.
+    pub max_seconds: f64,
+    millis: AtomicU64,
+}
+
+impl ReplicaLag {
+    /// A new tracker that starts at "no lag".
+    pub fn new(max_seconds: f64) -> Self {
+        Self {
+            max_seconds,
+            millis: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores a measurement.
+    pub fn set(&self, seconds: f64) {
+        self.millis
+            .store((seconds.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// The last measurement, in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.millis.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Whether the replica is too far behind.
+    pub fn is_lagging(&self) -> bool {
+        self.seconds() > self.max_seconds
+    }
+}
+
+impl AppState {
+    /// Builds the pools (without connecting) from configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let pool = |pg| {
+            Database::new(
+                pg,
+                config.database_pool_size,
+                std::time::Duration::from_millis(config.database_pool_timeout_ms),
+                std::time::Duration::from_millis(config.database_statement_timeout_ms),
+            )
+        };
+        Self {
+            db: pool(config.database()),
+            fallback: config.read_fallback_database().map(pool),
+            tokens: Arc::new(config.tokens()),
+            years: YearRange {
+                min: config.exam_year_min,
+                max: config.exam_year_max,
+            },
+            lag: config
+                .max_replica_lag_seconds
+                .map(|max| Arc::new(ReplicaLag::new(max))),
+        }
+    }
+
+    /// Runs a read against the replica, or the fallback when the replica is
+    /// lagging or unreachable; without a fallback a lagging replica is a 503.
+    pub async fn read<T, F, Fut>(&self, query: F) -> Result<T, ApiError>
+    where
+        F: Fn(Database) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DbError>>,
+    {
+        if let Some(lag) = &self.lag {
+            if lag.is_lagging() {
+                return match &self.fallback {
+                    Some(primary) => query(primary.clone()).await.map_err(ApiError::from),
+                    None => Err(ApiError::ReplicaLagging(lag.seconds())),
+                };
+            }
+        }
+        match (query(self.db.clone()).await, &self.fallback) {
+            (Err(DbError::Unavailable(_)), Some(primary)) => {
+                query(primary.clone()).await.map_err(ApiError::from)
+            }
+            (outcome, _) => outcome.map_err(ApiError::from),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(cause) => ApiError::Unavailable(cause),
+            DbError::UniqueViolation => {
+                ApiError::Conflict("a result with this exam_year and roll_number exists".into())
+            }
+            DbError::NoPartition => {
+                ApiError::Internal("no partition (caller should name the year)".into())
+            }
+            DbError::Other(cause) => ApiError::Internal(cause),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Logs and metrics, set up once per process.
+//!
+//! Metric names follow vector's instrumentation spec and OpenTelemetry's HTTP
+//! conventions as Prometheus renders them: `<namespace>_<name>_<unit>`,
+//! counters end in `_total`, every label comes from a small bounded set.
+//! Each measured event is one function below that records its metrics (and,
+//! for requests, writes its log line) side by side. docs/observability.md
+//! lists every metric; the dashboards and alerts use exactly these names.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Request duration histogram (seconds), per method, route template and status.
+pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Requests being served right now.
+pub const HTTP_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Pool connections by `state` (in_use, idle).
+pub const POOL_CONNECTIONS: &str = "exam_results_db_pool_connections";
+/// The pool's configured size.
+pub const POOL_MAX_CONNECTIONS: &str = "exam_results_db_pool_max_connections";
+/// Time spent waiting for a pooled connection.
+pub const POOL_WAIT_DURATION: &str = "exam_results_db_pool_wait_duration_seconds";
+/// Query duration by `operation`.
+pub const QUERY_DURATION: &str = "exam_results_db_query_duration_seconds";
+/// Error replies by stable `code`.
+pub const ERRORS: &str = "exam_results_errors_total";
+/// The read replica's replay lag as last measured.
+pub const REPLICA_LAG: &str = "exam_results_replica_lag_seconds";
+/// Always 1, labelled with version and revision.
+pub const BUILD_INFO: &str = "exam_results_build_info";
+
+/// Histogram buckets (seconds) shared by every duration metric: 1 ms to 10 s.
+pub const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the JSON (or pretty) log subscriber. Safe to call more than once.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+/// `function` becomes a label on every series.
+pub fn init_metrics(function: &'static str) -> PrometheusHandle {
+    METRICS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .add_global_label("function", function)
+                .set_buckets(&DURATION_BUCKETS)
+                .expect("buckets are non-empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => option_env!("GIT_REVISION").unwrap_or("unknown"))
+                .set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// Runs the exporter's upkeep (histogram bucket maintenance) every few seconds.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+/// Everything the request log line and metrics need to know about one request.
+pub struct RequestRecord<'a> {
+    /// Bounded method label (GET, POST, PUT, DELETE, HEAD, OTHER).
+    pub method: &'static str,
+    /// Route template or `unmatched`.
+    pub route: &'static str,
+    /// Raw path, for the log line only (never a label).
+    pub path: &'a str,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Time from receipt to response.
+    pub elapsed: Duration,
+    /// The request id echoed to the client.
+    pub request_id: &'a str,
+    /// Stable error code, if the reply was an error.
+    pub error_code: Option<&'static str>,
+    /// Server-side cause of a 5xx, logged only.
+    pub error_cause: Option<&'a str>,
+}
+
+/// Records one served request: its metrics and its single JSON log line.
+pub fn record_request(record: RequestRecord<'_>) {
+    let status = status_label(record.status);
+    histogram!(
+        HTTP_REQUEST_DURATION,
+        "http_request_method" => record.method,
+        "http_route" => record.route,
+        "http_response_status_code" => status,
+    )
+    .record(record.elapsed.as_secs_f64());
+    if let Some(code) = record.error_code {
+        counter!(ERRORS, "code" => code).increment(1);
+    }
+    let latency_ms = record.elapsed.as_secs_f64() * 1000.0;
+    if record.status >= 500 {
+        tracing::error!(
+            method = record.method,
+            route = record.route,
+            path = record.path,
+            status = record.status,
+            latency_ms,
+            request_id = record.request_id,
+            error.code = record.error_code,
+            error.cause = record.error_cause,
+            "request"
+        );
+    } else {
+        tracing::info!(
+            method = record.method,
+            route = record.route,
+            path = record.path,
+            status = record.status,
+            latency_ms,
+            request_id = record.request_id,
+            error.code = record.error_code,
+            "request"
+        );
+    }
+}
+
+/// Counts a request as in flight until the guard is dropped (even if the
+/// client goes away mid-request).
+pub struct InFlight {
+    method: &'static str,
+    route: &'static str,
+}
+
+impl InFlight {
+    /// Starts counting.
+    pub fn start(method: &'static str, route: &'static str) -> Self {
+        gauge!(HTTP_ACTIVE_REQUESTS, "http_request_method" => method, "http_route" => route)
+            .increment(1.0);
+        Self { method, route }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(HTTP_ACTIVE_REQUESTS, "http_request_method" => self.method, "http_route" => self.route).decrement(1.0);
+    }
+}
+
+/// Records how long a request waited for a pooled connection.
+pub fn record_pool_wait(waited: Duration) {
+    histogram!(POOL_WAIT_DURATION).record(waited.as_secs_f64());
+}
+
+/// Records one query's duration.
+pub fn record_query(operation: &'static str, elapsed: Duration) {
+    histogram!(QUERY_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+/// Publishes the pool's state (called at each scrape).
+pub fn record_pool(in_use: u32, idle: u32, max: u32) {
+    gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
+    gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    gauge!(POOL_MAX_CONNECTIONS).set(f64::from(max));
+}
+
+/// Publishes the replica's measured lag.
+pub fn record_replica_lag(seconds: f64) {
+    gauge!(REPLICA_LAG).set(seconds);
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        500 => "500",
+        503 => "503",
+        // Anything else is folded into its class, keeping the label set bounded.
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

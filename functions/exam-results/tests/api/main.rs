@@ -1,0 +1,13 @@
+//! End-to-end tests of the five functions over real HTTP, against a real
+//! PostgreSQL behind a real PgBouncer in transaction pooling mode.
+
+mod create;
+mod delete;
+mod errors;
+mod get;
+mod list;
+mod metrics;
+mod resilience;
+mod schema;
+mod support;
+mod update;

@@ -1,0 +1,222 @@
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{
+    free_port, shared_cluster, spawn, spawn_with, Cluster, Spawn, GET, TOKEN, UPDATE,
+};
+
+#[tokio::test]
+async fn a_stopped_database_gives_503_and_the_same_process_recovers_when_it_returns() {
+    let cluster = Cluster::start();
+    let database = cluster.fresh_database().await;
+    let app = spawn_with(
+        GET,
+        Spawn {
+            cluster: &cluster,
+            database,
+            extra_env: vec![],
+        },
+    )
+    .await;
+    app.insert_rows(&cluster, &[(1, 2024, 70)]).await;
+    assert_eq!(app.get(2024, 1).await.status, 200);
+
+    cluster.stop_postgres();
+    let started = Instant::now();
+    let down = app.get(2024, 1).await;
+    assert_eq!(
+        (down.status, down.error_code()),
+        (503, "database_unavailable")
+    );
+    assert_eq!(down.header("retry-after"), Some("1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failing took {:?}",
+        started.elapsed()
+    );
+    let ready = app.send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(ready.status, 503);
+    let alive = app.send(app.client.get(app.url("/healthz"))).await;
+    assert_eq!(
+        alive.status, 200,
+        "liveness must not depend on the database"
+    );
+
+    cluster.start_postgres();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = app.get(2024, 1).await;
+        if reply.status == 200 {
+            assert_eq!(reply.body["marks"], 70);
+            break;
+        }
+        assert_eq!(reply.status, 503, "only 503s while recovering");
+        assert!(
+            Instant::now() < deadline,
+            "did not recover after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.send(app.client.get(app.url("/readyz"))).await.status,
+        200
+    );
+}
+
+/// Holds the row's lock in another transaction so a write waits in flight.
+async fn lock_row(database: &str, roll: i64) -> tokio_postgres::Client {
+    let locker = shared_cluster().direct(database).await;
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute(
+            "SELECT 1 FROM student_results WHERE exam_year = 2024 AND roll_number = $1 FOR UPDATE",
+            &[&roll],
+        )
+        .await
+        .unwrap();
+    locker
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_finishes_the_request_in_flight() {
+    let mut app = spawn(UPDATE).await;
+    app.insert_rows(shared_cluster(), &[(5, 2024, 10)]).await;
+    let locker = lock_row(&app.database, 5).await;
+
+    let url = app.url("/results/2024/5");
+    let request = app
+        .authed(app.client.put(&url))
+        .json(&json!({"marks": 99}))
+        .send();
+    let in_flight = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let server = app.server.take().unwrap();
+    let mut app_shutdown = app;
+    let stopping = tokio::spawn(async move { app_shutdown.shut_down().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The listener is closed: new connections are refused.
+    let refused = tokio::net::TcpStream::connect(
+        url.trim_start_matches("http://").split('/').next().unwrap(),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted during shutdown"
+    );
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completed");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["marks"],
+        99
+    );
+    stopping.await.unwrap().unwrap();
+    server.await.unwrap();
+}
+
+fn function_binary(name: &str) -> PathBuf {
+    let profile_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let binary = profile_dir.join(name);
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name} failed");
+    }
+    binary
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_complete_and_exits_zero() {
+    let cluster = shared_cluster();
+    let database = cluster.fresh_database().await;
+    let client = cluster.direct(&database).await;
+    client
+        .execute("INSERT INTO student_results VALUES (6, 10, 2024)", &[])
+        .await
+        .unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut child = Command::new(function_binary("update-result"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("METRICS_PORT", metrics_port.to_string())
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("DATABASE_URL", cluster.pooled_url(&database))
+        .env("WRITE_TOKENS", TOKEN)
+        .env("SHUTDOWN_DRAIN_SECONDS", "10")
+        .env("DATABASE_STATEMENT_TIMEOUT_MS", "5000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "update-result did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let locker = lock_row(&database, 6).await;
+
+    let in_flight = tokio::spawn(
+        http.put(format!("{base}/results/2024/6"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .json(&json!({"marks": 77}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completed after SIGTERM");
+    assert_eq!(response.status(), 200);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let marks: i32 = client
+        .query_one(
+            "SELECT marks FROM student_results WHERE roll_number = 6",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 77);
+}
+
+#[test]
+fn a_missing_variable_stops_the_binary_with_one_line_naming_it() {
+    let output = Command::new(function_binary("get-result"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
