@@ -348,7 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.observed:
         observed = {d["metadata"]["annotations"]["crossplane.io/composition-resource-name"]: d
                     for d in load_docs(args.observed)}
-    rendered = render_composition(compositions[provider], admit_xr(xrd, xr), observed)
+    import helm_python
+
+    try:
+        rendered = render_composition(compositions[provider], admit_xr(xrd, xr), observed)
+    except jsonschema.ValidationError as err:
+        print(f"error: {args.xr} is not a valid {xr.get('kind')}: {err.message} "
+              f"(at {'.'.join(map(str, err.absolute_path)) or 'the top level'})", file=sys.stderr)
+        return 1
+    except helm_python.HelmRenderError as err:
+        print(f"error: composition {provider} refused {args.xr}: {str(err).rsplit('): ', 1)[-1]}", file=sys.stderr)
+        return 1
     docs = []
     for name, obj in rendered.resources.items():
         validate(obj)

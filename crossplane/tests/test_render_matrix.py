@@ -40,3 +40,13 @@ def test_dollar_is_the_request_as_in_function_go_templating():
                "{{ include \"t\" . }}/{{ with .observed }}{{ $.observed.composite.resource.kind }}{{ end }}"
     request = {"observed": {"composite": {"resource": {"kind": "PostgresCluster", "metadata": {"name": "db"}}}}}
     assert xp.execute_template(template, request).strip() == "db/PostgresCluster"
+
+
+def test_render_cli_prints_validated_resources_and_refuses_bad_pairings(capsys):
+    import yaml
+
+    assert xp.main([str(xp.CROSSPLANE / "examples" / "dev.yaml")]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["Secret", "Secret", "Cluster", "PodMonitor", "PostgresCluster"]
+    assert xp.main([str(xp.CROSSPLANE / "examples" / "dev.yaml"), "--composition", "aws"]) == 1
+    assert "spec.aws" in capsys.readouterr().err
