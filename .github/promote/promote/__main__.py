@@ -1,0 +1,274 @@
+"""Command line: ``python3 -m promote <command> ...`` (run with
+``PYTHONPATH=.github/promote``). ``--help`` on each command lists its flags.
+
+Exit codes: 0 promoted / unchanged / done, 1 rolled back (the candidate was
+refused and traffic is back on the previous revision), 2 failed with no safe
+state reached (first deploy failed, or a rollback did not converge), 64 bad
+usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Optional
+
+from . import FUNCTIONS
+from .changes import changed_functions
+from .cluster import HelmCluster
+from .gates import GateConfig, Prometheus, evaluate
+from .rollout import (CANDIDATE_TAG, Decision, RealClock, Rollout, RolloutConfig, RolloutFailed,
+                      abort_candidate, manual_rollback)
+from .smoke import SmokeConfig, make_smoke_test
+from .summary import as_json, markdown
+
+EXIT = {Decision.PROMOTED: 0, Decision.UNCHANGED: 0, Decision.ROLLED_BACK: 1, Decision.FAILED: 2}
+ZERO_SHA = "0" * 40
+
+
+def _github_output(**values: str) -> None:
+    path = os.environ.get("GITHUB_OUTPUT")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            for k, v in values.items():
+                fh.write(f"{k}={v}\n")
+
+
+def _step_summary(text: str) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"steps must be comma-separated integers, got {text!r}") from exc
+
+
+def _prometheus(args: argparse.Namespace) -> Prometheus:
+    token = os.environ.get("PROMETHEUS_BEARER_TOKEN")
+    return Prometheus(args.prometheus_url, headers={"Authorization": f"Bearer {token}"} if token else None)
+
+
+def _gate(args: argparse.Namespace) -> GateConfig:
+    return GateConfig(max_error_ratio=args.max_error_ratio, max_p99_seconds=args.max_p99_seconds,
+                      window=args.window, min_requests=args.min_requests, extra_matchers=args.extra_matchers)
+
+
+def _cluster(args: argparse.Namespace) -> HelmCluster:
+    return HelmCluster(args.namespace, args.release, args.chart)
+
+
+def cmd_changed(args: argparse.Namespace) -> int:
+    if args.all:
+        fns = list(FUNCTIONS)
+    elif args.files:
+        with open(args.files, encoding="utf-8") as fh:
+            fns = changed_functions(fh)
+    elif not args.base or args.base == ZERO_SHA:
+        fns = list(FUNCTIONS)  # new branch or no known base: everything
+    else:
+        out = subprocess.run(["git", "diff", "--name-only", args.base, args.head], capture_output=True, text=True,
+                             check=True).stdout
+        fns = changed_functions(out.splitlines())
+    print(json.dumps(fns))
+    _github_output(functions=json.dumps(fns), any="true" if fns else "false")
+    return 0
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--release", default="exam-results")
+    p.add_argument("--chart", default="knative/exam-results")
+
+
+def _add_gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prometheus-url", required=True)
+    p.add_argument("--max-error-ratio", type=float, required=True, help="5xx share above which a check fails")
+    p.add_argument("--max-p99-seconds", type=float, required=True)
+    p.add_argument("--window", default="2m", help="PromQL rate window of each check")
+    p.add_argument("--min-requests", type=float, default=1.0,
+                   help="fewer requests than this in the window fail the check (no data is never a pass)")
+    p.add_argument("--extra-matchers", default="", help='extra label matchers, e.g. namespace="exam-results"')
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    revision = args.revision or f"{args.function}-{args.suffix}"
+    cfg = RolloutConfig(function=args.function, revision=revision, digest=args.digest, steps=args.steps,
+                        gate=_gate(args), bake_seconds=args.bake_seconds, check_interval=args.check_interval,
+                        ready_timeout=args.ready_timeout, route_timeout=args.route_timeout)
+    cluster = _cluster(args)
+    smoke = None
+    if not args.no_smoke:
+        stable = {}
+        for fn in FUNCTIONS:
+            if fn != args.function:
+                try:
+                    url = cluster.get(fn).url
+                except RolloutFailed:
+                    url = None
+                if url:
+                    stable[fn] = url
+        smoke = make_smoke_test(args.function, revision, stable, SmokeConfig(
+            exam_year=args.smoke_exam_year, write_token=os.environ.get("PROMOTE_SMOKE_WRITE_TOKEN") or None))
+    report = Rollout(cfg, cluster, _prometheus(args), RealClock(), smoke).run()
+    gates = (f"error ratio ≤ {args.max_error_ratio:g}, p99 ≤ {args.max_p99_seconds:g}s over {args.window}, "
+             f"≥ {args.min_requests:g} requests; steps {','.join(map(str, args.steps))}%, "
+             f"bake {args.bake_seconds:g}s, check every {args.check_interval:g}s")
+    md = markdown(report, args.environment, gates)
+    print(md)
+    _step_summary(md)
+    if args.report_json:
+        with open(args.report_json, "w", encoding="utf-8") as fh:
+            fh.write(as_json(report, args.environment))
+    _github_output(decision=report.decision.value)
+    return EXIT[report.decision]
+
+
+def cmd_deploy_candidates(args: argparse.Namespace) -> int:
+    """Deploy several candidates at 0 % in one Helm upgrade (needed when the
+    chart changed: every function's template changes at once, and a BYO
+    revision name must change with its template)."""
+    from .cluster import override_values
+    from .rollout import PREVIOUS_TAG
+    from .knative import TrafficTarget
+
+    digests: dict[str, str] = json.loads(args.digests)
+    cluster = _cluster(args)
+    merged: dict = {"functions": {}}
+    for fn in args.functions.split(","):
+        if fn not in FUNCTIONS:
+            print(f"unknown function {fn!r}", file=sys.stderr)
+            return 64
+        revision = f"{fn}-{args.suffix}"
+        state = cluster.get(fn)
+        stable = state.stable_revision(exclude=revision)
+        if state.percent_of(revision) == 100:
+            print(f"{fn}: {revision} already serves 100%, left as is")
+            continue
+        traffic = [TrafficTarget(revision, 0 if stable else 100, CANDIDATE_TAG)]
+        if stable:
+            traffic.insert(0, TrafficTarget(stable, 100))
+            prev = state.tagged(PREVIOUS_TAG)
+            if prev and prev.revision not in (stable, revision):
+                traffic.append(TrafficTarget(prev.revision, 0, PREVIOUS_TAG))
+        merged["functions"].update(override_values(fn, revision, digests[fn], traffic)["functions"])
+        print(f"{fn}: candidate {revision} at 0% beside {stable or '(first deploy: 100%)'}")
+    if merged["functions"]:
+        cluster.apply_values(merged)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    try:
+        frm, to = manual_rollback(_cluster(args), RealClock(), args.function)
+    except RolloutFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    msg = f"{args.function}: 100% back on {to}; {frm} kept at 0% under tag {CANDIDATE_TAG}"
+    print(msg)
+    _step_summary(f"↩️ {msg}")
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    revision = f"{args.function}-{args.suffix}"
+    try:
+        stable = abort_candidate(_cluster(args), RealClock(), args.function, revision)
+    except RolloutFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    msg = (f"{args.function}: {revision} aborted, 100% on {stable}" if stable
+           else f"{args.function}: {revision} had no traffic to take back")
+    print(msg)
+    _step_summary(f"⏹️ {msg}")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import time
+
+    result = evaluate(_prometheus(args), args.function, args.revision, _gate(args), args.at or time.time())
+    print(json.dumps({"passed": result.passed, "error_ratio": result.error_ratio, "p99_seconds": result.p99_seconds,
+                      "requests": result.requests, "reasons": result.reasons}, indent=2))
+    return 0 if result.passed else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="promote", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("changed-functions", help="JSON list of the functions a commit range touches")
+    p.add_argument("--base", help="base commit (empty or all zeros: all functions)")
+    p.add_argument("--head", default="HEAD")
+    p.add_argument("--files", help="read changed paths from this file instead of git")
+    p.add_argument("--all", action="store_true", help="select every function")
+    p.set_defaults(func=cmd_changed)
+
+    p = sub.add_parser("deploy-candidates", help="deploy candidates of several functions at 0%% in one upgrade")
+    _add_cluster_args(p)
+    p.add_argument("--functions", required=True, help="comma-separated function names")
+    p.add_argument("--suffix", required=True, help="revision suffix, e.g. the short commit SHA")
+    p.add_argument("--digests", required=True, help='JSON object {"<function>": "sha256:..."}')
+    p.set_defaults(func=cmd_deploy_candidates)
+
+    p = sub.add_parser("rollout", help="progressive rollout of one function's candidate")
+    _add_cluster_args(p)
+    _add_gate_args(p)
+    p.add_argument("--function", required=True, choices=FUNCTIONS)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--suffix", help="revision suffix (revision = <function>-<suffix>)")
+    g.add_argument("--revision", help="full revision name")
+    p.add_argument("--digest", help="image digest sha256:...; omitted: keep the current image")
+    p.add_argument("--steps", type=_steps, default=(10, 50, 100), help="traffic percentages, ending at 100")
+    p.add_argument("--bake-seconds", type=float, default=300)
+    p.add_argument("--check-interval", type=float, default=30)
+    p.add_argument("--ready-timeout", type=float, default=300)
+    p.add_argument("--route-timeout", type=float, default=120)
+    p.add_argument("--environment", default="staging", help="only used in the summary")
+    p.add_argument("--no-smoke", action="store_true", help="skip the smoke test (not recommended)")
+    p.add_argument("--smoke-exam-year", type=int, default=2099)
+    p.add_argument("--report-json", help="also write the report as JSON here")
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("rollback", help="100%% back to the revision tagged 'previous'")
+    _add_cluster_args(p)
+    p.add_argument("--function", required=True, choices=FUNCTIONS)
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("abort", help="take all traffic off an interrupted candidate (cancelled run)")
+    _add_cluster_args(p)
+    p.add_argument("--function", required=True, choices=FUNCTIONS)
+    p.add_argument("--suffix", required=True)
+    p.set_defaults(func=cmd_abort)
+
+    p = sub.add_parser("gate", help="evaluate the gates once and print the result")
+    _add_gate_args(p)
+    p.add_argument("--function", required=True, choices=FUNCTIONS)
+    p.add_argument("--revision", required=True)
+    p.add_argument("--at", type=float, help="unix time to evaluate at (default: now)")
+    p.set_defaults(func=cmd_gate)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad input (steps, digest, names)
+        print(f"error: {exc}", file=sys.stderr)
+        return 64
+
+
+if __name__ == "__main__":
+    sys.exit(main())
