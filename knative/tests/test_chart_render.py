@@ -1,0 +1,83 @@
+"""The chart lints strictly and every object it renders, for every value set,
+is valid against its schema (core kinds: kubernetes-validate --strict 1.30;
+custom kinds: the CRD schemas at CRD_SCHEMA_LOCATION)."""
+
+import copy
+
+import pytest
+
+import chart_support as cs
+from chart_support import k8s_validate
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_helm_lint_strict_passes(value_set):
+    report = cs.lint(cs.value_set(value_set))
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
+    assert problems == [], problems
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_every_rendered_object_is_valid_against_its_schema(rendered_sets, value_set):
+    rendered = rendered_sets[value_set]
+    assert len(rendered.objects) > 10
+    problems = k8s_validate.validate_objects(rendered.objects)
+    assert problems == []
+
+
+def test_renders_the_expected_kinds(default_render):
+    kinds = {o["kind"] for o in default_render.objects}
+    assert kinds == {
+        "Service", "ServiceAccount", "ConfigMap", "Deployment", "PodDisruptionBudget", "NetworkPolicy", "Job",
+    }
+    assert {o["apiVersion"] for o in default_render.all("Service")} == {"serving.knative.dev/v1", "v1"}
+
+
+def test_validator_rejects_an_unknown_field_in_a_knative_service(default_render):
+    ksvc = copy.deepcopy(default_render.one("Service", "get-result"))
+    ksvc["spec"]["template"]["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["true"]}}}
+    problems = k8s_validate.validate_objects([ksvc])
+    assert problems and "lifecycle" in problems[0]
+
+
+def test_validator_rejects_an_unknown_field_in_a_core_kind(default_render):
+    deployment = copy.deepcopy(default_render.one("Deployment", "pgbouncer"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    problems = k8s_validate.validate_objects([deployment])
+    assert problems and "livenessprobe" in problems[0]
+
+
+def test_validator_schema_location_is_overridable(default_render, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRD_SCHEMA_LOCATION", str(tmp_path))
+    problems = k8s_validate.validate_objects([default_render.one("Service", "get-result")])
+    assert problems and str(tmp_path) in problems[0] and "no schema" in problems[0]
+
+
+def test_validator_command_line_reports_problems(tmp_path, default_render):
+    import subprocess
+    import sys
+    import yaml
+
+    bad = copy.deepcopy(default_render.one("Service", "get-result"))
+    bad["spec"]["template"]["spec"]["containerConcurrency"] = "lots"
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump_all(default_render.objects))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(bad))
+    script = cs.REPO / ".ci" / "k8s_validate.py"
+    ok = subprocess.run([sys.executable, script, good], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{len(default_render.objects)} object(s), 0 problem(s)" in ok.stdout
+    failed = subprocess.run([sys.executable, script, broken], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "Service/get-result" in failed.stdout and "containerConcurrency" in failed.stdout
+
+
+def test_chart_schema_leaves_observability_open():
+    import json
+
+    schema = json.loads((cs.CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["observability"]["additionalProperties"] is True
+    rendered = cs.render({"observability": {"dashboards": {"enabled": True}, "anything": [1, 2]}})
+    assert rendered.objects

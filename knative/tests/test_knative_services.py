@@ -1,0 +1,206 @@
+"""Each function is a Knative Service that respects Knative's rules and carries
+every autoscaling knob from values."""
+
+import re
+
+import pytest
+
+import chart_support as cs
+
+AUTOSCALING_ANNOTATIONS = {
+    "class": "autoscaling.knative.dev/class",
+    "metric": "autoscaling.knative.dev/metric",
+    "target": "autoscaling.knative.dev/target",
+    "targetUtilizationPercentage": "autoscaling.knative.dev/target-utilization-percentage",
+    "minScale": "autoscaling.knative.dev/min-scale",
+    "maxScale": "autoscaling.knative.dev/max-scale",
+    "initialScale": "autoscaling.knative.dev/initial-scale",
+    "scaleDownDelay": "autoscaling.knative.dev/scale-down-delay",
+}
+KNATIVE_RESERVED_PORTS = {8008, 8012, 8013, 8022, 9090, 9091}
+
+
+def ksvcs(rendered):
+    return {o["metadata"]["name"]: o for o in rendered.all("Service") if o["apiVersion"] == "serving.knative.dev/v1"}
+
+
+def test_every_function_is_a_knative_service(default_render):
+    assert set(ksvcs(default_render)) == {name for name, _ in cs.FUNCTIONS.values()}
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_every_service_has_all_autoscaling_annotations_as_strings_from_values(rendered_sets, value_set):
+    values = cs.effective_values(value_set)
+    for key, (name, _) in cs.FUNCTIONS.items():
+        fn = values["functions"][key]
+        if not fn["enabled"]:
+            assert name not in ksvcs(rendered_sets[value_set])
+            continue
+        annotations = ksvcs(rendered_sets[value_set])[name]["spec"]["template"]["metadata"]["annotations"]
+        for knob, annotation in AUTOSCALING_ANNOTATIONS.items():
+            assert isinstance(annotations[annotation], str), annotation
+            assert annotations[annotation] == str(fn["autoscaling"][knob]), (name, annotation)
+        assert annotations["autoscaling.knative.dev/class"] == "kpa.autoscaling.knative.dev"
+        assert annotations["autoscaling.knative.dev/metric"] == "concurrency"
+
+
+def max_scale(ksvc):
+    return int(ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"])
+
+
+@pytest.mark.parametrize("value_set", ["default", "prod"])
+def test_read_functions_scale_wider_than_write_functions(rendered_sets, value_set):
+    services = ksvcs(rendered_sets[value_set])
+    reads = [max_scale(services[n]) for n, access in cs.FUNCTIONS.values() if access == "read"]
+    writes = [max_scale(services[n]) for n, access in cs.FUNCTIONS.values() if access == "write"]
+    assert min(reads) > max(writes)
+    get_result = services["get-result"]["spec"]["template"]["metadata"]["annotations"]
+    assert int(get_result["autoscaling.knative.dev/min-scale"]) >= 2
+
+
+def test_one_set_flag_changes_one_functions_concurrency_target():
+    before = ksvcs(cs.render())
+    after = ksvcs(cs.render(sets=("functions.getResult.autoscaling.target=80",)))
+    target = "autoscaling.knative.dev/target"
+    assert after["get-result"]["spec"]["template"]["metadata"]["annotations"][target] == "80"
+    assert before["get-result"]["spec"]["template"]["metadata"]["annotations"][target] != "80"
+    for name in before:
+        if name != "get-result":
+            assert after[name] == before[name]
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_pod_specs_follow_knatives_rules(rendered_sets, value_set):
+    for name, ksvc in ksvcs(rendered_sets[value_set]).items():
+        spec = ksvc["spec"]["template"]["spec"]
+        container = cs.ksvc_container(ksvc)
+        # one declared port; Knative sets PORT itself
+        assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
+        env = cs.env_map(container)
+        assert "PORT" not in env
+        # probes on the serving port
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+        assert "lifecycle" not in container
+        # metrics on an undeclared port that avoids Knative's reserved ports
+        metrics_port = int(env["METRICS_PORT"]["value"])
+        assert metrics_port not in KNATIVE_RESERVED_PORTS | {8080}
+        assert spec["timeoutSeconds"] > 0
+        assert spec["containerConcurrency"] >= int(
+            ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"]
+        )
+        # features Knative gates behind flags are not used
+        for gated in ("affinity", "topologySpreadConstraints", "initContainers", "securityContext", "volumes"):
+            assert gated not in spec, (name, gated)
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_function_containers_are_hardened_with_requests_and_limits(rendered_sets, value_set):
+    for name, ksvc in ksvcs(rendered_sets[value_set]).items():
+        container = cs.ksvc_container(ksvc)
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+        assert container["resources"]["limits"]["memory"]
+
+
+def test_each_function_runs_as_its_own_service_account_without_a_token(default_render):
+    accounts = {sa["metadata"]["name"]: sa for sa in default_render.all("ServiceAccount")}
+    for name, ksvc in ksvcs(default_render).items():
+        spec = ksvc["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == name
+        assert spec["automountServiceAccountToken"] is False
+        assert accounts[name]["automountServiceAccountToken"] is False
+
+
+def test_pods_carry_the_contract_labels(default_render):
+    for name, ksvc in ksvcs(default_render).items():
+        labels = ksvc["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == name
+        assert labels["app.kubernetes.io/part-of"] == "exam-results"
+        assert labels["app.kubernetes.io/component"] == "function"
+
+
+def test_reads_use_the_read_only_pooler_and_writes_the_read_write_one(default_render):
+    services = ksvcs(default_render)
+    for name, access in cs.FUNCTIONS.values():
+        env = cs.env_map(cs.ksvc_container(services[name]))
+        url = env["DATABASE_URL"]["value"]
+        assert url.startswith("postgres://$(DATABASE_USER)@pgbouncer.exam-results.svc:6432/")
+        database = url.rsplit("/", 1)[1]
+        if access == "read":
+            assert database == "exam_results_ro"
+            assert env["READ_FALLBACK_DATABASE_URL"]["value"].endswith("/exam_results")
+            assert "WRITE_TOKENS" not in env
+        else:
+            assert database == "exam_results"
+            assert env["WRITE_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-write-tokens", "key": "tokens"}
+            assert "READ_FALLBACK_DATABASE_URL" not in env
+        # credentials only from Secrets; the user is declared before the URL that references it
+        names = [e["name"] for e in cs.ksvc_container(services[name])["env"]]
+        assert names.index("DATABASE_USER") < names.index("DATABASE_URL")
+        assert env["DATABASE_USER"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": "username"}
+        assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": "password"}
+
+
+def test_no_plain_text_secret_reaches_a_manifest():
+    rendered = cs.render({"database": {"existingSecret": "other-db"}, "writeTokens": {"existingSecret": "other-tokens", "key": "t"}})
+    text = "\n".join(rendered.manifests.values())
+    assert "other-db" in text and "other-tokens" in text
+    for ksvc in ksvcs(rendered).values():
+        for entry in cs.ksvc_container(ksvc)["env"]:
+            if entry["name"] in ("DATABASE_PASSWORD", "WRITE_TOKENS"):
+                assert "value" not in entry and "secretKeyRef" in entry["valueFrom"]
+
+
+def test_byo_revision_names_and_traffic_come_from_values(prod_render):
+    services = ksvcs(prod_render)
+    get_result = services["get-result"]
+    assert get_result["spec"]["template"]["metadata"]["name"] == "get-result-v0-1-0-abc1234"
+    assert get_result["spec"]["traffic"] == [
+        {"revisionName": "get-result-v0-0-9-0fedcba", "latestRevision": False, "percent": 90, "tag": "stable"},
+        {"revisionName": "get-result-v0-1-0-abc1234", "latestRevision": False, "percent": 10, "tag": "canary"},
+        {"latestRevision": True, "percent": 0, "tag": "latest"},
+    ]
+    # no traffic block: Knative routes 100% to the latest ready revision
+    assert "traffic" not in services["list-results"]["spec"]
+    assert services["list-results"]["spec"]["template"]["metadata"]["name"] == "list-results-v0-1-0-abc1234"
+
+
+def test_default_values_let_knative_name_revisions(default_render):
+    for ksvc in ksvcs(default_render).values():
+        assert "name" not in ksvc["spec"]["template"]["metadata"]
+        assert "traffic" not in ksvc["spec"]
+
+
+def test_revision_and_traffic_can_be_driven_by_set_flags():
+    rendered = cs.render(sets=(
+        "functions.createResult.revision=v2",
+        "functions.createResult.traffic[0].revision=v1",
+        "functions.createResult.traffic[0].percent=80",
+        "functions.createResult.traffic[1].revision=v2",
+        "functions.createResult.traffic[1].percent=20",
+        "functions.createResult.traffic[1].tag=canary",
+    ))
+    ksvc = ksvcs(rendered)["create-result"]
+    assert ksvc["spec"]["template"]["metadata"]["name"] == "create-result-v2"
+    assert [(t["revisionName"], t["percent"]) for t in ksvc["spec"]["traffic"]] == [
+        ("create-result-v1", 80), ("create-result-v2", 20)]
+
+
+def test_images_are_per_function_and_can_be_pinned_by_digest(default_render, prod_render):
+    for name, _ in cs.FUNCTIONS.values():
+        image = cs.ksvc_container(ksvcs(default_render)[name])["image"]
+        assert image == f"ghcr.io/exam-board/exam-results/{name}:0.1.0"
+        pinned = cs.ksvc_container(ksvcs(prod_render)[name])["image"]
+        assert re.fullmatch(rf"ghcr\.io/exam-board/exam-results/{name}@sha256:[0-9a-f]{{64}}", pinned)
+
+
+def test_disabled_function_renders_nothing_for_it(rendered_sets):
+    minimal = rendered_sets["minimal"]
+    assert "delete-result" not in ksvcs(minimal)
+    assert "delete-result" not in minimal.names("ServiceAccount")
