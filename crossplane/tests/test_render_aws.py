@@ -202,3 +202,34 @@ def test_an_xr_without_the_aws_block_fails_with_a_clear_message(render, examples
 
     with pytest.raises(helm_python.HelmRenderError, match=r"spec\.aws .* is required"):
         render(admit(examples["dev"]))
+
+
+def test_replicas_can_be_deleted_when_the_cluster_shrinks(render, prod):
+    _, second, _, _ = reconcile_until_ready(render, prod)
+    assert second.resources["primary"]["spec"]["forProvider"]["deletionProtection"] is True
+    assert {second.resources[f"replica-{i}"]["spec"]["forProvider"]["deletionProtection"] for i in (1, 2)} == {False}
+
+
+def test_lowering_instances_drops_the_highest_replica(render, prod, admit, examples):
+    *_, observed = reconcile_until_ready(render, prod)
+    smaller = render(admit(examples["prod-aws"], instances=2), observed)
+    assert "replica-1" in smaller.resources and "replica-2" not in smaller.resources
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("2027-08-14T09:30:00Z", {"restoreTime": "2027-08-14T09:30:00Z"}),
+    (None, {"useLatestRestorableTime": True}),
+])
+def test_restore_is_a_point_in_time_restore_of_the_source_primary(render, examples, admit, target, expected):
+    xr = copy.deepcopy(examples["prod-aws"])
+    xr["metadata"]["name"] = "exam-results-db-restored"
+    xr["spec"]["restore"] = {"fromCluster": "exam-results-db", **({"targetTime": target} if target else {})}
+    source_primary = render(admit(examples["prod-aws"])).resources["primary"]["spec"]["forProvider"]["identifier"]
+    rendered = render(admit(xr))
+    primary = rendered.resources["primary"]["spec"]["forProvider"]
+    xp.validate(rendered.resources["primary"])
+    assert primary["restoreToPointInTime"] == {"sourceDbInstanceIdentifier": source_primary, **expected}
+    assert primary["identifier"] != source_primary
+    assert "dbName" not in primary and "username" not in primary  # they come from the source
+    assert primary["passwordSecretRef"]["name"] == rendered.resources["master-password"]["metadata"]["name"]
+    assert primary["multiAz"] is True and primary["storageEncrypted"] is True
