@@ -241,3 +241,18 @@ def test_a_cluster_cannot_restore_over_its_own_archive(render, examples, admit):
     xr["metadata"]["name"] = "exam-results-db"
     with pytest.raises(helm_python.HelmRenderError, match="restore.fromCluster must name another cluster"):
         render(admit(xr))
+
+
+def test_the_restore_operation_example_renders_a_recovery_cluster(render, admit):
+    (xr,) = xp.load_docs(xp.CROSSPLANE / "operations" / "restore-in-cluster.yaml")
+    rendered = render(admit(xr))
+    for obj in rendered.resources.values():
+        xp.validate(obj)
+    assert rendered.one("Cluster")["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == "2027-08-14T09:30:00Z"
+    assert rendered.resources["connection-secret"]["metadata"]["name"] == "exam-results-db-restored"
+
+
+def test_the_backup_now_operation_targets_the_example_cluster(examples):
+    (backup,) = xp.load_docs(xp.CROSSPLANE / "operations" / "backup-now.yaml")
+    assert backup["spec"]["cluster"]["name"] == examples["prod"]["metadata"]["name"]
+    assert backup["spec"]["pluginConfiguration"]["name"] == BARMAN_PLUGIN
