@@ -50,3 +50,19 @@ def test_render_cli_prints_validated_resources_and_refuses_bad_pairings(capsys):
     assert [d["kind"] for d in docs] == ["Secret", "Secret", "Cluster", "PodMonitor", "PostgresCluster"]
     assert xp.main([str(xp.CROSSPLANE / "examples" / "dev.yaml"), "--composition", "aws"]) == 1
     assert "spec.aws" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_shared_repo_validator_agrees_on_the_rendered_resources(compositions, examples, admit, name):
+    """Second opinion from the repository's shared validator (.ci/k8s_validate.py), when present."""
+    import importlib.util
+
+    path = xp.REPO / ".ci" / "k8s_validate.py"
+    if not path.exists():
+        pytest.skip(".ci/k8s_validate.py not in this checkout")
+    spec = importlib.util.spec_from_file_location("k8s_validate", path)
+    shared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shared)
+    composition = selected_composition(examples[name], compositions)
+    rendered = xp.render_composition(composition, admit(examples[name]))
+    assert shared.validate_objects(list(rendered.resources.values())) == []
