@@ -1,0 +1,193 @@
+"""The chart's observability templates (knative/exam-results/templates/observability-*.yaml):
+rendered with the real Helm engine, compared with the grafana/ sources, validated against the
+prometheus-operator CRD schemas and Kubernetes' own."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from conftest import CHART, DASHBOARD_DIR, GRAFANA, REPO, RULE_TESTS, RULES, require_tool, run
+
+helm = pytest.importorskip("helm_python")
+helm.disable_logging()
+sys.path.insert(0, str(REPO / ".ci"))
+
+# Render the CRD-backed objects even though no cluster answers .Capabilities here.
+ENABLED = {"observability": {"prometheusRule": {"enabled": True}, "podMonitors": {"enabled": True}}}
+
+
+def deep_merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def render(values=None):
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="exam-results", namespace="exam-results", is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects += [d for d in yaml.safe_load_all(text) if d]
+    return objects
+
+
+def find(objects, kind, name=None):
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+@pytest.fixture(scope="module")
+def enabled():
+    return render(ENABLED)
+
+
+def test_chart_files_are_symlinks_to_the_grafana_sources():
+    links = {
+        "observability/exam-results.rules.yml": RULES,
+        "observability/postgres-queries.yaml": GRAFANA / "postgres" / "queries.yaml",
+    }
+    for f in DASHBOARD_DIR.glob("*.json"):
+        links[f"observability/dashboards/{f.name}"] = f
+    for rel, source in links.items():
+        link = CHART / rel
+        assert link.is_symlink(), f"{link} must be a symlink to {source}, not a copy"
+        assert link.resolve() == source.resolve()
+    shipped = {p.name for p in (CHART / "observability" / "dashboards").iterdir()}
+    assert shipped == {f.name for f in DASHBOARD_DIR.glob("*.json")}
+
+
+def test_without_prometheus_operator_crds_only_configmaps_render():
+    objects = render()
+    assert not find(objects, "PrometheusRule") and not find(objects, "PodMonitor")
+    assert find(objects, "ConfigMap", "exam-results-service-dashboard")
+
+
+def test_disabled_observability_renders_nothing_of_its_own():
+    off = {"observability": {k: {"enabled": False} for k in
+                             ("prometheusRule", "podMonitors", "dashboards", "cnpgQueries")}}
+    objects = render(deep_merge(ENABLED, off))
+    mine = [o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "observability"]
+    assert mine == []
+
+
+def test_prometheusrule_carries_the_rules_file(enabled):
+    (rule,) = find(enabled, "PrometheusRule")
+    source = yaml.safe_load(RULES.read_text())["groups"]
+    rendered = rule["spec"]["groups"]
+    assert [g["name"] for g in rendered] == [g["name"] for g in source]
+    for got, want in zip(rendered, source):
+        if got["name"] != "exam-results.scale-limits":
+            assert got == want
+
+
+def test_prometheusrule_max_scale_follows_the_chart_values(enabled):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    (rule,) = find(enabled, "PrometheusRule")
+    (limits,) = [g for g in rule["spec"]["groups"] if g["name"] == "exam-results.scale-limits"]
+    got = {r["labels"]["kn_service_name"]: r["expr"] for r in limits["rules"]}
+    assert got == {
+        "get-result": f"vector({values['functions']['getResult']['autoscaling']['maxScale']})",
+        "list-results": f"vector({values['functions']['listResults']['autoscaling']['maxScale']})",
+    }
+    # and the rules file's defaults are the chart's defaults
+    (source,) = [g for g in yaml.safe_load(RULES.read_text())["groups"] if g["name"] == "exam-results.scale-limits"]
+    assert {r["labels"]["kn_service_name"]: r["expr"] for r in source["rules"]} == got
+
+    changed = render(deep_merge(ENABLED, {"functions": {"getResult": {"autoscaling": {"maxScale": 7}},
+                                                        "listResults": {"enabled": False}}}))
+    (rule,) = find(changed, "PrometheusRule")
+    (limits,) = [g for g in rule["spec"]["groups"] if g["name"] == "exam-results.scale-limits"]
+    assert limits["rules"] == [{"record": "exam_results:knative_max_scale", "expr": "vector(7)",
+                                "labels": {"kn_service_name": "get-result"}}]
+
+
+def test_rendered_rules_pass_the_promtool_unit_tests(enabled, tmp_path):
+    promtool = require_tool("promtool")
+    (rule,) = find(enabled, "PrometheusRule")
+    (tmp_path / RULES.name).write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    res = run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_runbook_base_url_adds_runbook_url_to_every_alert():
+    base = "https://git.example.org/exam-results/blob/main/"
+    objects = render(deep_merge(ENABLED, {"observability": {"prometheusRule": {
+        "runbookBaseUrl": base, "labels": {"release": "kube-prometheus-stack"}}}}))
+    (rule,) = find(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    for a in alerts:
+        assert a["annotations"]["runbook_url"] == base + f"docs/observability.md#{a['alert'].lower()}"
+
+
+def test_dashboard_configmaps_hold_the_dashboards_for_the_grafana_sidecar(enabled):
+    for f in DASHBOARD_DIR.glob("*.json"):
+        (cm,) = find(enabled, "ConfigMap", f.stem + "-dashboard")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "Exam results"
+        assert json.loads(cm["data"][f.name]) == json.loads(f.read_text())
+
+
+def test_dashboard_sidecar_label_folder_and_namespace_are_settable():
+    objects = render({"observability": {"dashboards": {
+        "label": "grafana_dashboard_exam", "labelValue": "yes", "folder": "Results day",
+        "folderAnnotation": "k8s-sidecar-target-directory", "namespace": "monitoring"}}})
+    (cm,) = find(objects, "ConfigMap", "exam-results-service-dashboard")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard_exam"] == "yes"
+    assert "grafana_dashboard" not in cm["metadata"]["labels"]
+    assert cm["metadata"]["annotations"]["k8s-sidecar-target-directory"] == "Results day"
+
+
+def test_cnpg_queries_configmap_holds_the_queries(enabled):
+    (cm,) = find(enabled, "ConfigMap", "exam-results-cnpg-queries")
+    assert cm["metadata"]["labels"]["cnpg.io/reload"] == ""
+    assert yaml.safe_load(cm["data"]["queries"]) == yaml.safe_load((GRAFANA / "postgres" / "queries.yaml").read_text())
+    moved = render({"postgres": {"namespace": "databases"}})
+    (cm,) = find(moved, "ConfigMap", "exam-results-cnpg-queries")
+    assert cm["metadata"]["namespace"] == "databases"
+
+
+def test_podmonitors_select_the_pods_and_ports_the_chart_renders(enabled):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    (fn_pm,) = find(enabled, "PodMonitor", "exam-results-functions")
+    (endpoint,) = fn_pm["spec"]["podMetricsEndpoints"]
+    assert endpoint["portNumber"] == values["functionDefaults"]["metricsPort"]
+    selector = fn_pm["spec"]["selector"]["matchLabels"]
+    ksvcs = find(enabled, "Service")
+    ksvcs = [k for k in ksvcs if k["apiVersion"].startswith("serving.knative.dev")]
+    assert len(ksvcs) == 5
+    for k in ksvcs:
+        labels = k["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), k["metadata"]["name"]
+        env = {e["name"]: e.get("value") for e in k["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["METRICS_PORT"] == str(endpoint["portNumber"])
+
+    (pgb_pm,) = find(enabled, "PodMonitor", "exam-results-pgbouncer")
+    selector = pgb_pm["spec"]["selector"]["matchLabels"]
+    (port_name,) = {e["port"] for e in pgb_pm["spec"]["podMetricsEndpoints"]}
+    deployments = [d for d in find(enabled, "Deployment")
+                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+    assert len(deployments) == 1, "the PgBouncer PodMonitor selects exactly the PgBouncer Deployment"
+    ports = [p["name"] for c in deployments[0]["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])]
+    assert port_name in ports
+
+
+def test_observability_objects_validate_against_their_schemas(enabled):
+    k8s_validate = pytest.importorskip("k8s_validate")
+    mine = [o for o in enabled if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "observability"]
+    assert {o["kind"] for o in mine} == {"PrometheusRule", "PodMonitor", "ConfigMap"}
+    problems = k8s_validate.validate_objects(mine)
+    assert problems == []
