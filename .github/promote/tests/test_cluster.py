@@ -1,0 +1,167 @@
+"""How the rollout drives the chart: the values override, the helm command
+line, and (with the real Helm engine) what the chart renders from them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from promote.cluster import ClusterError, HelmCluster, override_values, revision_suffix, values_key
+from promote.knative import TrafficTarget
+from promote.rollout import RolloutFailed
+
+REPO = Path(__file__).resolve().parents[3]
+CHART = REPO / "knative" / "exam-results"
+DIGEST = "sha256:" + "ab" * 32
+SCHEMA_DIR = Path(os.environ.get("CRD_SCHEMA_LOCATION", REPO.parent / "shared" / "schemas" / "crds"))
+
+
+def test_values_keys_follow_the_chart():
+    assert [values_key(f) for f in ("create-result", "get-result", "list-results", "update-result",
+                                    "delete-result")] == [
+        "createResult", "getResult", "listResults", "updateResult", "deleteResult"]
+
+
+def test_the_override_sets_only_the_promoted_functions_revision_image_and_traffic():
+    values = override_values("get-result", "get-result-abc1234", DIGEST, [
+        TrafficTarget("get-result-0a1b2c3", 90), TrafficTarget("get-result-abc1234", 10, "candidate")])
+    assert values == {"functions": {"getResult": {
+        "traffic": [{"revisionName": "get-result-0a1b2c3", "percent": 90},
+                    {"revisionName": "get-result-abc1234", "percent": 10, "tag": "candidate"}],
+        "revision": "abc1234",
+        "image": {"digest": DIGEST},
+    }}}
+
+
+def test_a_rollback_override_keeps_the_template_and_image():
+    values = override_values("get-result", None, None, [TrafficTarget("get-result-0a1b2c3", 100)])
+    assert values == {"functions": {"getResult": {"traffic": [{"revisionName": "get-result-0a1b2c3",
+                                                               "percent": 100}]}}}
+
+
+@pytest.mark.parametrize("bad", ["latest", "sha256:abc", "ab" * 32])
+def test_only_full_sha256_digests_are_accepted(bad):
+    with pytest.raises(ValueError):
+        override_values("get-result", "get-result-x", bad, [TrafficTarget("get-result-x", 100)])
+
+
+def test_revision_names_must_carry_the_service_prefix():
+    assert revision_suffix("get-result", "get-result-abc1234") == "abc1234"
+    with pytest.raises(ValueError):
+        revision_suffix("get-result", "list-results-abc1234")
+
+
+def _fake_helm(tmp_path: Path, exit_code: int = 0) -> Path:
+    log = tmp_path / "helm.log"
+    script = tmp_path / "helm"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        # copy the values file: it is deleted when helm returns
+        'while [ $# -gt 0 ]; do if [ "$1" = --values ]; then cat "$2" >> ' + str(tmp_path / "values.log") + "; fi; shift; done\n"
+        + ("echo 'Error: UPGRADE FAILED: admission webhook \"validation.webhook.serving.knative.dev\" denied the request' >&2\n"
+           if exit_code else "")
+        + f"exit {exit_code}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_the_first_upgrade_runs_chart_hooks_and_later_ones_do_not(tmp_path):
+    helm = _fake_helm(tmp_path)
+    cluster = HelmCluster("exam-results", "exam-results", str(CHART), helm=str(helm))
+    cluster.apply("get-result", "get-result-abc1234", DIGEST, [TrafficTarget("get-result-0a1b2c3", 100),
+                                                              TrafficTarget("get-result-abc1234", 0, "candidate")])
+    cluster.apply("get-result", "get-result-abc1234", None, [TrafficTarget("get-result-0a1b2c3", 90),
+                                                            TrafficTarget("get-result-abc1234", 10, "candidate")])
+    calls = (tmp_path / "helm.log").read_text().splitlines()
+    assert len(calls) == 2
+    assert calls[0].startswith(f"upgrade exam-results {CHART} --namespace exam-results --reset-then-reuse-values "
+                               "--values ")
+    assert "--no-hooks" not in calls[0] and calls[1].endswith("--no-hooks")
+    docs = list(yaml.safe_load_all((tmp_path / "values.log").read_text().replace("functions:", "---\nfunctions:")))
+    docs = [d for d in docs if d]
+    assert docs[0]["functions"]["getResult"]["image"] == {"digest": DIGEST}
+    assert docs[1]["functions"]["getResult"]["traffic"][1] == {"revisionName": "get-result-abc1234", "percent": 10,
+                                                               "tag": "candidate"}
+
+
+def test_a_refused_upgrade_is_a_rollout_failure_with_helms_message(tmp_path):
+    cluster = HelmCluster("exam-results", "exam-results", str(CHART), helm=str(_fake_helm(tmp_path, exit_code=1)))
+    with pytest.raises(RolloutFailed, match="denied the request") as info:
+        cluster.apply("get-result", None, None, [TrafficTarget("get-result-0a1b2c3", 100)])
+    assert isinstance(info.value, ClusterError)
+
+
+def test_kubectl_output_is_parsed_into_service_state(tmp_path, fixtures_dir):
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\ncat {fixtures_dir / 'get-result-candidate-ready.json'}\n")
+    kubectl.chmod(0o755)
+    state = HelmCluster("exam-results", "exam-results", str(CHART), kubectl=str(kubectl)).get("get-result")
+    assert (tmp_path / "args").read_text().split() == ["get", "ksvc", "get-result", "--namespace", "exam-results",
+                                                        "--output", "json"]
+    assert state.tag_url("candidate") == "https://candidate-get-result.exam-results.example.org"
+
+
+# -- the override through the real chart -------------------------------------
+
+helm_python = pytest.importorskip("helm_python", reason="pip install helm-python-sdk (.ci/requirements-knative.txt)")
+
+
+def _render(values: dict) -> dict[str, dict]:
+    helm_python.disable_logging()
+    with helm_python.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="exam-results", namespace="exam-results", is_install=False)
+    out = {}
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc and doc.get("kind") == "Service" and doc["apiVersion"].startswith("serving.knative.dev/"):
+                out[doc["metadata"]["name"]] = doc
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+@pytest.mark.skipif(not (CHART / "Chart.yaml").exists(), reason="chart not present")
+def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_others_alone():
+    helm_python.disable_logging()
+    schema = json.loads((SCHEMA_DIR / "serving.knative.dev" / "service_v1.json").read_text())
+    # the release as it stands: get-result pinned to an earlier revision
+    release = override_values("get-result", "get-result-0a1b2c3", "sha256:" + "11" * 32,
+                              [TrafficTarget("get-result-0a1b2c3", 100)])
+    before = _render(release)
+    steps = [
+        override_values("get-result", "get-result-abc1234", DIGEST,
+                        [TrafficTarget("get-result-0a1b2c3", 100), TrafficTarget("get-result-abc1234", 0, "candidate")]),
+        override_values("get-result", "get-result-abc1234", None,
+                        [TrafficTarget("get-result-0a1b2c3", 90), TrafficTarget("get-result-abc1234", 10, "candidate")]),
+        override_values("get-result", "get-result-abc1234", None,
+                        [TrafficTarget("get-result-abc1234", 100), TrafficTarget("get-result-0a1b2c3", 0, "previous")]),
+    ]
+    values = release
+    for over in steps:
+        values = _merge(values, over)  # what --reset-then-reuse-values plus --values does
+        after = _render(values)
+        ksvc = after["get-result"]
+        jsonschema.validate(ksvc, schema)
+        assert ksvc["spec"]["template"]["metadata"]["name"] == "get-result-abc1234"
+        assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + DIGEST)
+        wanted = over["functions"]["getResult"]["traffic"]
+        assert [(t["revisionName"], t["percent"], t.get("tag")) for t in ksvc["spec"]["traffic"]] == [
+            (t["revisionName"], t["percent"], t.get("tag")) for t in wanted]
+        assert all(t["latestRevision"] is False for t in ksvc["spec"]["traffic"])
+        for other in ("create-result", "list-results", "update-result", "delete-result"):
+            assert after[other] == before[other], f"{other} changed while get-result was promoted"
