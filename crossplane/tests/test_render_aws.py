@@ -181,12 +181,16 @@ def test_identifiers_are_valid_rds_identifiers_even_for_long_names(render, examp
         assert re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", identifier), identifier
 
 
-def test_a_customer_managed_key_is_used_for_every_instance(render, examples, admit):
+def test_a_customer_managed_key_encrypts_the_primary_and_replicas_inherit_it(render, examples, admit):
     xr = copy.deepcopy(examples["prod-aws"])
     key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     xr["spec"]["aws"]["kmsKeyId"] = key
     *_, third, _ = reconcile_until_ready(render, admit(xr))
-    assert {third.resources[n]["spec"]["forProvider"]["kmsKeyId"] for n in ("primary", "replica-1", "replica-2")} == {key}
+    assert third.resources["primary"]["spec"]["forProvider"]["kmsKeyId"] == key
+    for name in ("replica-1", "replica-2"):
+        replica = third.resources[name]["spec"]["forProvider"]
+        assert "kmsKeyId" not in replica  # same-region replicas must not name a key
+        assert replica["storageEncrypted"] is True
 
 
 def test_provider_config_is_selectable(render, examples, admit):

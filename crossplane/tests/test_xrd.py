@@ -103,3 +103,27 @@ def test_stored_examples_are_stable_under_a_second_admission(xrd, examples):
     for xr in examples.values():
         once = xp.admit_xr(xrd, xr)
         assert xp.admit_xr(xrd, copy.deepcopy(once)) == once
+
+
+def test_xrd_schema_is_structural_and_its_defaults_are_valid(xrd):
+    """The API server refuses non-structural schemas and defaults that fail their own schema."""
+    schema = xrd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    problems = []
+
+    def walk(s, path):
+        if "type" not in s and not s.get("x-kubernetes-int-or-string"):
+            problems.append(f"{path}: no type")
+        if "properties" in s and "additionalProperties" in s:
+            problems.append(f"{path}: properties and additionalProperties together")
+        if "default" in s:
+            try:
+                jsonschema.Draft7Validator(s).validate(xp.apply_defaults(s, copy.deepcopy(s["default"])))
+            except jsonschema.ValidationError as err:
+                problems.append(f"{path}: default invalid: {err.message}")
+        for key, sub in s.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        if isinstance(s.get("items"), dict):
+            walk(s["items"], f"{path}[]")
+
+    walk(schema, "")
+    assert not problems
