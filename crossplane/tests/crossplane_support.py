@@ -9,7 +9,8 @@ function-go-templating step with a real Go text/template + sprig engine (the Hel
   core kinds with kubernetes-validate (strict, Kubernetes 1.30).
 - `xr_schema` / `apply_defaults`: an XRD version's openAPIV3Schema, completed with the fields
   Crossplane adds to every namespaced XR's CRD and made strict (unknown fields rejected, as
-  `kubectl apply` does with server-side field validation), and structural defaulting.
+  `kubectl apply` does with server-side field validation), structural defaulting, and its CEL
+  rules (x-kubernetes-validations) evaluated with cel-python.
 - `render_composition`: what function-go-templating does with one request. The template text is
   executed by Helm's engine (Go text/template with sprig, via helm-python-sdk); only the small
   request/response plumbing around it (documents, resource-name and ready annotations, XR status
@@ -193,14 +194,55 @@ def apply_defaults(schema: dict[str, Any], obj: Any) -> Any:
     return obj
 
 
-def admit_xr(xrd: dict[str, Any], xr: dict[str, Any], namespace: str = "exam-results") -> dict[str, Any]:
-    """What the API server stores for `xr`: validated, defaulted, namespaced, with a uid."""
+@functools.lru_cache(maxsize=None)
+def _cel_program(rule: str):
+    import celpy
+
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def cel_violations(schema: dict[str, Any], obj: Any, old: Any = None, path: str = "") -> list[str]:
+    """Evaluate the schema's x-kubernetes-validations (CEL, with cel-python) on `obj`, as the API
+    server does after defaulting. Transition rules (those using oldSelf) run only on an update,
+    where the field existed before too; an evaluation error counts as a violation."""
+    import celpy
+
+    found = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue
+        activation = {"self": celpy.json_to_cel(obj)}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(old)
+        result = _cel_program(rule["rule"]).evaluate(activation)
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            found.append(f"{path or '<root>'}: {rule.get('message', rule['rule'])}")
+    if isinstance(obj, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in obj:
+                old_sub = old.get(key) if isinstance(old, dict) else None
+                found += cel_violations(sub, obj[key], old_sub, f"{path}.{key}" if path else key)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            found += cel_violations(schema["items"], item, None, f"{path}[{i}]")
+    return found
+
+
+def admit_xr(xrd: dict[str, Any], xr: dict[str, Any], namespace: str = "exam-results",
+             old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the API server stores for `xr` (created, or updated from `old`): validated against the
+    schema, defaulted, checked against the CEL rules, namespaced, with a uid."""
     schema = xr_schema(xrd)
     jsonschema.Draft7Validator(schema).validate(xr)
     stored = apply_defaults(schema, copy.deepcopy(xr))
     stored["metadata"].setdefault("namespace", namespace)
     stored["metadata"].setdefault("uid", "3f1c1f6e-0000-4000-8000-000000000001")
     jsonschema.Draft7Validator(schema).validate(stored)
+    violations = cel_violations(schema, stored, old)
+    if violations:
+        raise jsonschema.ValidationError("; ".join(violations))
     return stored
 
 

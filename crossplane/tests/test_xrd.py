@@ -127,3 +127,35 @@ def test_xrd_schema_is_structural_and_its_defaults_are_valid(xrd):
 
     walk(schema, "")
     assert not problems
+
+
+AWS_BLOCK = {"region": "eu-west-1", "subnetIds": ["subnet-a", "subnet-b"], "securityGroupIds": ["sg-a"]}
+
+
+@pytest.mark.parametrize("spec, allowed", [
+    ({"backup": {"enabled": True}}, False),
+    ({"backup": {"enabled": True, "destinationPath": "s3://b/p"}}, True),
+    ({"backup": {"enabled": True}, "aws": AWS_BLOCK}, True),          # RDS keeps its own backups
+    ({"restore": {"fromCluster": "old-db"}}, False),
+    ({"restore": {"fromCluster": "old-db"}, "backup": {"destinationPath": "s3://b/p"}}, True),
+    ({"restore": {"fromCluster": "old-db"}, "aws": AWS_BLOCK}, True),  # RDS point-in-time restore
+])
+def test_cel_rules_require_an_object_store_where_one_is_needed(xrd, spec, allowed):
+    if allowed:
+        xp.admit_xr(xrd, minimal_xr(**spec))
+    else:
+        with pytest.raises(jsonschema.ValidationError, match="destinationPath is required|restore needs"):
+            xp.admit_xr(xrd, minimal_xr(**spec))
+
+
+def test_restore_can_only_be_chosen_at_creation(xrd):
+    plain = xp.admit_xr(xrd, minimal_xr(backup={"destinationPath": "s3://b/p"}))
+    restoring = xp.admit_xr(xrd, minimal_xr(backup={"destinationPath": "s3://b/p"}, restore={"fromCluster": "old-db"}))
+    xp.admit_xr(xrd, copy.deepcopy(restoring), old=restoring)          # unchanged: fine
+    xp.admit_xr(xrd, minimal_xr(backup={"destinationPath": "s3://b/p"}, instances=3), old=plain)  # other edits: fine
+    with pytest.raises(jsonschema.ValidationError, match="only be set when the PostgresCluster is created"):
+        xp.admit_xr(xrd, copy.deepcopy(restoring), old=plain)           # added later
+    moved = copy.deepcopy(restoring)
+    moved["spec"]["restore"]["fromCluster"] = "another-db"
+    with pytest.raises(jsonschema.ValidationError, match="only be set when the PostgresCluster is created"):
+        xp.admit_xr(xrd, moved, old=restoring)                          # changed later
