@@ -1,0 +1,216 @@
+"""The chart's two shell scripts run for real against a throw-away PostgreSQL
+and PgBouncer on 127.0.0.1: migrate.sh (the migration Job) applies
+sql/migrations and is safe to re-run; render-config.sh (PgBouncer's init
+container) writes a configuration PgBouncer starts with, serving both logical
+databases over SCRAM; SIGINT (what the preStop hook sends) lets an in-flight
+transaction finish before PgBouncer exits.
+
+Needs the Debian packages postgresql and pgbouncer (.ci/apt-knative.txt). The
+machine's PgBouncer may be older than the chart's image (1.24): settings it
+does not know (max_prepared_statements before 1.21) are dropped from the
+generated file for this test only, and the test says so in its output.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import chart_support as cs
+
+PASSWORD = 'pa"ss\'w0rd$x'  # a double quote, a single quote and a dollar: exercises the userlist escaping
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    assert found, f"{name} not found: install the Debian package postgresql (.ci/apt-knative.txt)"
+    return found[-1]
+
+
+def service_user() -> dict:
+    """Popen/run arguments that drop to the postgres user when we are root
+    (initdb, postgres and pgbouncer refuse to run as root). The child is the
+    program itself, so signals reach it directly."""
+    if os.geteuid() == 0:
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
+    return {}
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def psql(port, database, sql, *, user="exam_app", password=PASSWORD, check=True):
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="3")
+    return subprocess.run(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", database, "-c", sql],
+                          capture_output=True, text=True, env=env, check=check, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    """A private directory the postgres user (when we are root) owns; removed afterwards."""
+    import pathlib
+    import tempfile
+
+    path = pathlib.Path(tempfile.mkdtemp(prefix="exam-results-knative-live-"))
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres(workdir):
+    data = workdir / "pgdata"
+    pwfile = workdir / "pwfile"
+    pwfile.write_text("superpass\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    subprocess.run([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256", "--pwfile", str(pwfile)],
+                   check=True, capture_output=True, timeout=120, **service_user())
+    port = free_port()
+    log = open(workdir / "postgres.log", "w")
+    proc = subprocess.Popen([pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir),
+                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50"],
+                            stdout=log, stderr=subprocess.STDOUT, **service_user())
+    try:
+        assert wait_for(lambda: psql(port, "postgres", "SELECT 1", user="postgres", password="superpass", check=False).returncode == 0), \
+            (workdir / "postgres.log").read_text()
+        escaped = PASSWORD.replace("'", "''")
+        psql(port, "postgres", f"CREATE ROLE exam_app LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
+        psql(port, "postgres", "CREATE DATABASE exam_results OWNER exam_app", user="postgres", password="superpass")
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def rendered_script(rendered, configmap, key):
+    return rendered.one("ConfigMap", configmap)["data"][key]
+
+
+def run_migrate(script_path, port, workdir):
+    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
+               PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(cs.CHART / "migrations"), TMPDIR=str(workdir))
+    return subprocess.run(["sh", str(script_path)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_migrate_script_applies_sql_migrations_and_is_safe_to_rerun(postgres, workdir):
+    script = workdir / "migrate.sh"
+    script.write_text(rendered_script(cs.render(), "exam-results-migrations", "migrate.sh"))
+    files = sorted(p.name for p in (cs.REPO / "sql" / "migrations").glob("*.sql"))
+    first = run_migrate(script, postgres, workdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name in files:
+        assert f"migrate: applying {name}" in first.stdout
+    assert f"migrate: done, {len(files)} file(s) applied" in first.stdout
+    tables = psql(postgres, "exam_results", "SELECT count(*) FROM pg_class WHERE relname = 'student_results'").stdout.strip()
+    assert tables == "1"
+    second = run_migrate(script, postgres, workdir)
+    assert second.returncode == 0, second.stdout + second.stderr
+    broken = workdir / "broken"
+    broken.mkdir()
+    (broken / "0001_bad.sql").write_text("SELECT * FROM no_such_table;\n")
+    env_fail = run_migrate_dir(script, postgres, workdir, broken)
+    assert env_fail.returncode != 0 and "no_such_table" in env_fail.stderr
+
+
+def run_migrate_dir(script, port, workdir, directory):
+    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
+               PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(directory), TMPDIR=str(workdir))
+    return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def pgbouncer_version() -> tuple[int, int]:
+    out = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True).stdout
+    major, minor = re.search(r"PgBouncer (\d+)\.(\d+)", out).groups()
+    return int(major), int(minor)
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(postgres, workdir):
+    assert shutil.which("pgbouncer"), "pgbouncer not found: install the Debian package pgbouncer (.ci/apt-knative.txt)"
+    port = free_port()
+    rendered = cs.render(sets=(f"pgbouncer.port={port}",))
+    script = workdir / "render-config.sh"
+    script.write_text(rendered_script(rendered, "pgbouncer-config", "render-config.sh"))
+    runtime = workdir / "runtime"
+    runtime.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(runtime, "postgres")
+    env = dict(os.environ, DB_RW_HOST="127.0.0.1", DB_RO_HOST="127.0.0.1", DB_PORT=str(postgres), DB_NAME="exam_results",
+               DB_USERNAME="exam_app", DB_PASSWORD=PASSWORD, PGBOUNCER_RUNTIME_DIR=str(runtime))
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30, **service_user())
+    assert result.returncode == 0, result.stderr
+    ini = runtime / "pgbouncer.ini"
+    config = ini.read_text()
+    if pgbouncer_version() < (1, 21):
+        print(f"local PgBouncer {pgbouncer_version()} predates max_prepared_statements; dropping it for this test")
+        config = re.sub(r"(?m)^max_prepared_statements.*\n", "", config)
+        subprocess.run(["sh", "-c", f"cat > {ini}"], input=config, text=True, check=True, **service_user())
+    log = open(workdir / "pgbouncer.log", "w")
+    proc = subprocess.Popen(["pgbouncer", str(ini)], stdout=log, stderr=subprocess.STDOUT, **service_user())
+    try:
+        assert wait_for(lambda: psql(port, "exam_results", "SELECT 1", check=False).returncode == 0), (workdir / "pgbouncer.log").read_text()
+        yield port, proc, runtime
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def test_render_config_writes_a_private_userlist_with_escaped_quotes(pgbouncer):
+    _, _, runtime = pgbouncer
+    userlist = runtime / "userlist.txt"
+    assert oct(userlist.stat().st_mode & 0o777) == "0o600"
+    assert userlist.read_text() == '"exam_app" "pa""ss\'w0rd$x"\n'
+
+
+def test_pgbouncer_serves_both_logical_databases_with_scram(pgbouncer, postgres):
+    port, _, _ = pgbouncer
+    assert psql(port, "exam_results", "SELECT current_database()").stdout.strip() == "exam_results"
+    assert psql(port, "exam_results_ro", "SELECT current_database()").stdout.strip() == "exam_results"
+    wrong = psql(port, "exam_results", "SELECT 1", password="wrong", check=False)
+    assert wrong.returncode != 0 and "authentication failed" in wrong.stderr
+    # the exporter's view: the application user may read the admin console (stats_users)
+    pools = psql(port, "pgbouncer", "SHOW POOLS")
+    assert "exam_results_ro" in pools.stdout
+    mode = psql(port, "pgbouncer", "SHOW CONFIG").stdout
+    assert re.search(r"(?m)^pool_mode\|transaction\|", mode)
+
+
+def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
+    port, proc, _ = pgbouncer
+    env = dict(os.environ, PGPASSWORD=PASSWORD)
+    slow = subprocess.Popen(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(port), "-U", "exam_app", "-d", "exam_results",
+                             "-c", "BEGIN; SELECT pg_sleep(1.5); SELECT 'finished'; COMMIT;"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # what the preStop hook sends (kill -INT 1)
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 0, err
+    assert "finished" in out
+    assert proc.wait(timeout=30) is not None  # PgBouncer exited once the transaction was done

@@ -1,0 +1,65 @@
+"""A bad values file fails `helm template` with a message naming what is wrong."""
+
+import pytest
+
+import chart_support as cs
+
+
+def test_a_misspelt_key_is_an_error_not_ignored():
+    message = cs.render_error(cs.fixture_values("bad-typo.yaml"))
+    assert "/functions/getResult/autoscaling" in message
+    assert "maxScael" in message and "not allowed" in message
+
+
+def test_client_connections_beyond_pgbouncer_capacity_fail_with_the_numbers():
+    message = cs.render_error(cs.fixture_values("bad-pool-clients.yaml"))
+    assert "pool arithmetic" in message
+    # 400 x 8 x 2 = 6400 for get-result; the rest at defaults
+    assert "get-result 6400" in message
+    assert "PgBouncer accepts only 2000" in message
+    assert "pgbouncer.maxClientConn 1000" in message
+
+
+def test_server_connections_beyond_postgres_max_connections_fail_with_the_numbers():
+    message = cs.render_error(cs.fixture_values("bad-pool-server.yaml"))
+    assert "pool arithmetic" in message
+    assert "database exam_results" in message
+    assert "3 replicas x (pool size 90 + reservePoolSize 5)" in message
+    assert "= 305, above postgres.maxConnections 200" in message
+
+
+def test_raising_max_connections_makes_the_same_pools_fit():
+    values = cs.deep_merge(cs.fixture_values("bad-pool-server.yaml"), {"postgres": {"maxConnections": 305}})
+    assert cs.render(values).one("Deployment", "pgbouncer")
+
+
+def test_traffic_percents_must_add_up_to_100():
+    message = cs.render_error(cs.fixture_values("bad-traffic.yaml"))
+    assert "functions.getResult.traffic: percents add up to 110" in message
+
+
+def test_a_reserved_metrics_port_is_refused():
+    message = cs.render_error(cs.fixture_values("bad-metrics-port.yaml"))
+    assert "/functionDefaults/metricsPort" in message
+
+
+@pytest.mark.parametrize("sets, expected", [
+    (("functions.getResult.autoscaling.minScale=200",), "minScale 200 is above maxScale 100"),
+    (("functions.getResult.autoscaling.target=500",), "autoscaling.target 500 is above containerConcurrency 100"),
+    (("functions.createResult.revision=V2",), "/functions/createResult/revision"),
+    (("functions.createResult.traffic[0].revision=v1", "functions.createResult.traffic[0].latestRevision=true",
+      "functions.createResult.traffic[0].percent=100"), "set exactly one of revision, revisionName or latestRevision"),
+    (("functions.createResult.traffic[0].revisionName=get-result-v1", "functions.createResult.traffic[0].percent=100"),
+     "does not belong to service create-result"),
+    (("functions.getResult.autoscaling.maxScale=0",), "/functions/getResult/autoscaling/maxScale"),
+    (("functions.getResult.timeoutSeconds=10",), "shutdownDrainSeconds 20 must be below timeoutSeconds 10"),
+    (("functionDefaults.securityContext.runAsNonRoot=false",), "/functionDefaults/securityContext/runAsNonRoot"),
+])
+def test_inconsistent_settings_are_refused(sets, expected):
+    assert expected in cs.render_error(sets=sets)
+
+
+def test_the_concurrency_target_is_one_set_away_and_stays_valid():
+    rendered = cs.render(sets=("functions.listResults.autoscaling.target=45",))
+    ksvc = rendered.one("Service", "list-results")
+    assert ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "45"
