@@ -14,9 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import crossplane_support as xp  # noqa: E402
 
-API = xp.CROSSPLANE / "apis" / "postgrescluster"
-PROVIDER_LABEL = "exam-results.io/provider"
-EXAMPLE_NAMES = sorted(p.stem for p in (xp.CROSSPLANE / "examples").glob("*.yaml"))
+API = xp.API
+EXAMPLE_NAMES = xp.EXAMPLE_NAMES
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +29,7 @@ def compositions() -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted(API.glob("composition-*.yaml")):
         for doc in xp.load_docs(path):
-            found[doc["metadata"]["labels"][PROVIDER_LABEL]] = doc
+            found[doc["metadata"]["labels"][xp.PROVIDER_LABEL]] = doc
     return found
 
 
@@ -49,11 +48,3 @@ def admit(xrd):
         return xp.admit_xr(xrd, xr)
 
     return _admit
-
-
-def selected_composition(xr: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    labels = xr["spec"]["crossplane"]["compositionSelector"]["matchLabels"]
-    matches = [c for c in compositions.values()
-               if all(c["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())]
-    assert len(matches) == 1, f"selector {labels} matches {len(matches)} compositions"
-    return matches[0]

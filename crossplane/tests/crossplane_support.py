@@ -59,6 +59,20 @@ ENGINE_SPECIFIC_FUNCTIONS = (
 )
 
 
+API = CROSSPLANE / "apis" / "postgrescluster"
+PROVIDER_LABEL = "exam-results.io/provider"
+EXAMPLE_NAMES = sorted(p.stem for p in (CROSSPLANE / "examples").glob("*.yaml"))
+
+
+def selected_composition(xr: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The one composition whose labels match the XR's spec.crossplane.compositionSelector."""
+    labels = xr["spec"]["crossplane"]["compositionSelector"]["matchLabels"]
+    matches = [c for c in compositions.values()
+               if all(c["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())]
+    assert len(matches) == 1, f"selector {labels} matches {len(matches)} compositions"
+    return matches[0]
+
+
 def crossplane_dir() -> pathlib.Path:
     return CROSSPLANE
 

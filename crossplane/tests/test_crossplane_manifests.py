@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 import crossplane_support as xp
-from conftest import PROVIDER_LABEL, selected_composition
+from crossplane_support import PROVIDER_LABEL, selected_composition
 
 MANIFESTS = xp.manifest_files()
 

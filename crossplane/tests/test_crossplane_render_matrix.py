@@ -8,7 +8,7 @@ import helm_python
 import pytest
 
 import crossplane_support as xp
-from conftest import EXAMPLE_NAMES, PROVIDER_LABEL, selected_composition
+from crossplane_support import EXAMPLE_NAMES, PROVIDER_LABEL, selected_composition
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 import crossplane_support as xp
-from conftest import EXAMPLE_NAMES
+from crossplane_support import EXAMPLE_NAMES
 
 
 def minimal_xr(**spec):
