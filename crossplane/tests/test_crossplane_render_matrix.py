@@ -66,3 +66,18 @@ def test_shared_repo_validator_agrees_on_the_rendered_resources(compositions, ex
     composition = selected_composition(examples[name], compositions)
     rendered = xp.render_composition(composition, admit(examples[name]))
     assert shared.validate_objects(list(rendered.resources.values())) == []
+
+
+def test_render_cli_renders_a_later_reconcile_from_observed_resources(tmp_path, capsys):
+    """--observed takes what `kubectl get -o yaml` shows (composition-resource-name annotated)."""
+    import yaml
+
+    example = str(xp.CROSSPLANE / "examples" / "dev.yaml")
+    assert xp.main([example]) == 0
+    first = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
+    observed = tmp_path / "observed.yaml"
+    observed.write_text(yaml.safe_dump_all([first["Secret/exam-results-db-app-credentials"]]))
+    assert xp.main([example, "--observed", str(observed)]) == 0
+    second = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
+    for name in ("Secret/exam-results-db-app-credentials", "Secret/exam-results-db"):
+        assert second[name]["data"]["password"] == first[name]["data"]["password"]
