@@ -82,3 +82,20 @@ def test_chart_schema_leaves_observability_open():
     assert schema["properties"]["observability"]["additionalProperties"] is True
     rendered = cs.render({"observability": {"dashboards": {"enabled": True}, "anything": [1, 2]}})
     assert rendered.objects
+
+
+def test_helm_template_cli_renders_lints_and_refuses_bad_values():
+    import subprocess
+    import sys
+
+    cli = cs.REPO / "knative" / "helm_template.py"
+    rendered = subprocess.run([sys.executable, cli, "--set", "functions.getResult.autoscaling.target=80"],
+                              capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    docs = k8s_validate.load_documents(rendered.stdout)
+    get_result = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "get-result")
+    assert get_result["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "80"
+    lint = subprocess.run([sys.executable, cli, "--lint"], capture_output=True, text=True)
+    assert lint.returncode == 0 and "0 chart(s) failed" in lint.stdout
+    refused = subprocess.run([sys.executable, cli, "-f", cs.FIXTURES / "bad-pool-clients.yaml"], capture_output=True, text=True)
+    assert refused.returncode == 1 and "pool arithmetic" in refused.stderr and refused.stdout == ""
