@@ -6,7 +6,8 @@ function-go-templating step with a real Go text/template + sprig engine (the Hel
 - `load_docs` / `crossplane_dir`: read the YAML under crossplane/.
 - `schema_for` / `validate`: custom resources against the CRDs-catalog JSON schemas found at
   `CRD_SCHEMA_LOCATION` (a directory or a URL prefix; default `<repo>/../shared/schemas/crds`),
-  core kinds with kubernetes-validate (strict, Kubernetes 1.30).
+  including the schemas' CEL rules that cel-python can evaluate; core kinds with
+  kubernetes-validate (strict, Kubernetes 1.30).
 - `xr_schema` / `apply_defaults`: an XRD version's openAPIV3Schema, completed with the fields
   Crossplane adds to every namespaced XR's CRD and made strict (unknown fields rejected, as
   `kubectl apply` does with server-side field validation), structural defaulting, and its CEL
@@ -130,7 +131,11 @@ def validate(obj: dict[str, Any]) -> None:
             for key, value in (obj.get("data") or {}).items():
                 base64.b64decode(value, validate=True)  # the schema's format: byte is not enforced
         return
-    jsonschema.Draft7Validator(schema_for(api_version, kind)).validate(obj)
+    schema = schema_for(api_version, kind)
+    jsonschema.Draft7Validator(schema).validate(obj)
+    violations = cel_violations(schema, obj)
+    if violations:
+        raise jsonschema.ValidationError("; ".join(violations))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +213,15 @@ def apply_defaults(schema: dict[str, Any], obj: Any) -> Any:
     return obj
 
 
+# Kubernetes' CEL extension libraries (strings, lists, regex, URLs, quantities, IPs, format)
+# that cel-python does not implement. Rules calling them are not evaluated offline.
+KUBERNETES_CEL_EXTENSIONS = (
+    "lowerAscii", "upperAscii", "replace", "split", "join", "indexOf", "lastIndexOf", "substring",
+    "trim", "isSorted", "sum", "find", "findAll", "isURL", "url", "getScheme", "getHost",
+    "quantity", "isQuantity", "isIP", "ip", "cidr", "isCIDR", "format", "named", "validate",
+)
+
+
 @functools.lru_cache(maxsize=None)
 def _cel_program(rule: str):
     import celpy
@@ -227,17 +241,24 @@ def cel_violations(schema: dict[str, Any], obj: Any, old: Any = None, path: str 
         transition = "oldSelf" in rule["rule"]
         if transition and old is None:
             continue
+        if any(f"{fn}(" in rule["rule"] for fn in KUBERNETES_CEL_EXTENSIONS):
+            continue  # not in cel-python: such a rule is left to the API server
         activation = {"self": celpy.json_to_cel(obj)}
         if transition:
             activation["oldSelf"] = celpy.json_to_cel(old)
-        result = _cel_program(rule["rule"]).evaluate(activation)
-        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+        try:
+            result = _cel_program(rule["rule"]).evaluate(activation)
+        except celpy.CELEvalError as err:
+            result = err
+        if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             found.append(f"{path or '<root>'}: {rule.get('message', rule['rule'])}")
     if isinstance(obj, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if key in obj:
+        props = schema.get("properties", {})
+        for key, value in obj.items():
+            sub = props.get(key, schema.get("additionalProperties") if key not in props else None)
+            if isinstance(sub, dict):
                 old_sub = old.get(key) if isinstance(old, dict) else None
-                found += cel_violations(sub, obj[key], old_sub, f"{path}.{key}" if path else key)
+                found += cel_violations(sub, value, old_sub, f"{path}.{key}" if path else key)
     elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(obj):
             found += cel_violations(schema["items"], item, None, f"{path}[{i}]")

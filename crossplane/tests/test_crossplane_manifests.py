@@ -3,6 +3,7 @@ refer to each other correctly (functions, composite type, selectors, RBAC)."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import jsonschema
@@ -125,3 +126,16 @@ def test_schema_location_is_overridable(tmp_path, monkeypatch, compositions):
     monkeypatch.setenv("CRD_SCHEMA_LOCATION", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError):
         xp.validate(step_input)
+
+
+def test_cel_rules_of_the_catalog_schemas_are_enforced(compositions):
+    """JSON Schema alone accepts these; the CRDs' x-kubernetes-validations (CEL) reject them."""
+    step_input = copy.deepcopy(compositions["in-cluster"]["spec"]["pipeline"][0]["input"])
+    step_input["inline"]["templates"] = ["---"]  # GoTemplate: exactly one of template/templates
+    jsonschema.Draft7Validator(xp.schema_for(step_input["apiVersion"], step_input["kind"])).validate(step_input)
+    with pytest.raises(jsonschema.ValidationError, match="Exactly one of 'template' or 'templates'"):
+        xp.validate(step_input)
+    (function,) = xp.load_docs(xp.CROSSPLANE / "functions.yaml")
+    function["spec"]["package"] = "function-go-templating:v0.12.2"  # not fully qualified
+    with pytest.raises(jsonschema.ValidationError, match="fully qualified image name"):
+        xp.validate(function)
