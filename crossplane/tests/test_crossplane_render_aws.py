@@ -170,10 +170,14 @@ def test_allocated_storage_in_gib_respects_the_rds_minimum(render, examples, adm
     assert "maxAllocatedStorage" not in primary
 
 
-def test_identifiers_are_valid_rds_identifiers_even_for_long_names(render, examples, admit):
+@pytest.mark.parametrize("namespace, name", [
+    ("exam-results-production", "exam-results-db-with-a-rather-long-name-for-the-2027-season"),
+    ("2027-results", "db--2"),
+])
+def test_identifiers_are_valid_rds_identifiers_for_any_kubernetes_names(render, examples, admit, namespace, name):
     xr = copy.deepcopy(examples["prod-aws"])
-    xr["metadata"]["name"] = "exam-results-db-with-a-rather-long-name-for-the-2027-season"
-    xr["metadata"]["namespace"] = "exam-results-production"
+    xr["metadata"]["name"] = name
+    xr["metadata"]["namespace"] = namespace
     *_, third, _ = reconcile_until_ready(render, admit(xr))
     for name in ("primary", "replica-1", "replica-2"):
         identifier = third.resources[name]["spec"]["forProvider"]["identifier"]
