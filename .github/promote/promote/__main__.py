@@ -18,7 +18,7 @@ import sys
 from typing import Optional
 
 from . import FUNCTIONS
-from .changes import changed_functions
+from .changes import changed_functions, git_diff_since, plan
 from .cluster import HelmCluster
 from .gates import GateConfig, Prometheus, evaluate
 from .rollout import (CANDIDATE_TAG, Decision, RealClock, Rollout, RolloutConfig, RolloutFailed,
@@ -63,12 +63,19 @@ def _gate(args: argparse.Namespace) -> GateConfig:
 
 
 def _cluster(args: argparse.Namespace) -> HelmCluster:
-    return HelmCluster(args.namespace, args.release, args.chart)
+    return HelmCluster(args.namespace, args.release, args.chart, commit=args.commit)
 
 
 def cmd_changed(args: argparse.Namespace) -> int:
     if args.all:
         fns = list(FUNCTIONS)
+    elif args.only is not None:
+        wanted = [f.strip() for f in args.only.split(",") if f.strip()]
+        unknown = sorted(set(wanted) - set(FUNCTIONS))
+        if unknown or not wanted:
+            print(f"unknown function(s) {unknown or args.only!r}; choose from {', '.join(FUNCTIONS)}", file=sys.stderr)
+            return 64
+        fns = [f for f in FUNCTIONS if f in wanted]
     elif args.files:
         with open(args.files, encoding="utf-8") as fh:
             fns = changed_functions(fh)
@@ -83,10 +90,34 @@ def cmd_changed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    serving: dict[str, Optional[str]] = {}
+    for fn in FUNCTIONS:
+        try:
+            serving[fn] = cluster.get(fn).stable_revision()
+        except RolloutFailed as exc:
+            if "NotFound" not in str(exc):
+                raise
+            serving[fn] = None
+    reasons = plan(serving, git_diff_since(args.head))
+    for fn, reason in reasons.items():
+        print(f"{fn}: {reason}", file=sys.stderr)
+    fns = list(reasons)
+    print(json.dumps(fns))
+    _github_output(functions=json.dumps(fns), any="true" if fns else "false")
+    _step_summary("| function | serving | needs rollout |\n|---|---|---|\n" + "\n".join(
+        f"| `{fn}` | `{serving[fn] or '-'}` | {reasons.get(fn, 'no: up to date')} |" for fn in FUNCTIONS))
+    return 0
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", required=True)
     p.add_argument("--release", default="exam-results")
     p.add_argument("--chart", default="knative/exam-results")
+    p.add_argument("--commit", default=os.environ.get("GITHUB_SHA"),
+                   help="commit of --chart, recorded as the Helm revision description chart@<commit> "
+                        "(default: $GITHUB_SHA)")
 
 
 def _add_gate_args(p: argparse.ArgumentParser) -> None:
@@ -211,7 +242,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="HEAD")
     p.add_argument("--files", help="read changed paths from this file instead of git")
     p.add_argument("--all", action="store_true", help="select every function")
+    p.add_argument("--only", help="select these functions (comma-separated; names are checked)")
     p.set_defaults(func=cmd_changed)
+
+    p = sub.add_parser("plan", help="JSON list of the functions whose serving revision differs from --head")
+    _add_cluster_args(p)
+    p.add_argument("--head", default="HEAD")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("deploy-candidates", help="deploy candidates of several functions at 0%% in one upgrade")
     _add_cluster_args(p)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import subprocess
+from typing import Callable, Iterable, Optional
 
 from . import FUNCTIONS
 
@@ -36,3 +37,49 @@ def changed_functions(paths: Iterable[str]) -> list[str]:
         if len(parts) > 2 and parts[0] == "functions" and parts[1] in FUNCTIONS:
             selected.add(parts[1])
     return [f for f in FUNCTIONS if f in selected]
+
+
+def plan(serving: dict[str, Optional[str]], diff: Callable[[str], Optional[list[str]]]) -> dict[str, str]:
+    """Which functions differ from what an environment serves, and why.
+
+    ``serving`` maps each function to the revision that serves most of its
+    traffic (None: nothing deployed). Revisions are named
+    ``<function>-<short sha>``; ``diff(sha)`` lists the paths changed between
+    that commit and the one being deployed, or returns None when the suffix
+    is not a commit of this repository. Diffing against what is *deployed*
+    (not against the previous push) means a function whose rollout was rolled
+    back, or whose run was superseded, is picked up again by the next run.
+    """
+    out: dict[str, str] = {}
+    for fn in FUNCTIONS:
+        if fn not in serving:
+            continue
+        rev = serving[fn]
+        if not rev:
+            out[fn] = "nothing serves traffic yet"
+            continue
+        suffix = rev[len(fn) + 1:] if rev.startswith(fn + "-") else ""
+        paths = diff(suffix) if suffix else None
+        if paths is None:
+            out[fn] = f"serves {rev}, whose suffix is not a commit of this repository"
+        elif fn in changed_functions(paths):
+            out[fn] = f"changed since {suffix}"
+    return out
+
+
+def git_diff_since(head: str, cwd: Optional[str] = None) -> Callable[[str], Optional[list[str]]]:
+    """``diff`` for :func:`plan` backed by the local git checkout (needs the
+    history: ``fetch-depth: 0``)."""
+
+    def diff(rev: str) -> Optional[list[str]]:
+        if not rev or not all(c in "0123456789abcdef" for c in rev) or len(rev) < 7:
+            return None
+        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=cwd,
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            return None
+        out = subprocess.run(["git", "diff", "--name-only", found.stdout.strip(), head], cwd=cwd,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.splitlines()
+
+    return diff

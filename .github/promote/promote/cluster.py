@@ -75,7 +75,7 @@ class HelmCluster:
     """kubectl/helm against the current kube context."""
 
     def __init__(self, namespace: str, release: str, chart: str, kubectl: str = "kubectl", helm: str = "helm",
-                 helm_timeout: str = "10m", dry_run: bool = False) -> None:
+                 helm_timeout: str = "10m", dry_run: bool = False, commit: Optional[str] = None) -> None:
         self.namespace = namespace
         self.release = release
         self.chart = chart
@@ -83,6 +83,9 @@ class HelmCluster:
         self.helm = helm
         self.helm_timeout = helm_timeout
         self.dry_run = dry_run
+        #: recorded as the release revision's description, "chart@<commit>", so
+        #: a later rollback can re-render with the chart that is deployed
+        self.commit = commit
         self._hooks_done = False
 
     def _run(self, argv: list[str]) -> str:
@@ -99,6 +102,8 @@ class HelmCluster:
     def helm_argv(self, values_file: str) -> list[str]:
         argv = [self.helm, "upgrade", self.release, self.chart, "--namespace", self.namespace,
                 "--reset-then-reuse-values", "--values", values_file, "--timeout", self.helm_timeout]
+        if self.commit:
+            argv += ["--description", f"chart@{self.commit}"]
         if self._hooks_done:
             argv.append("--no-hooks")
         if self.dry_run:

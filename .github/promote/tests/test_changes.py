@@ -78,3 +78,37 @@ def test_bad_steps_are_a_usage_error(tmp_path):
                 "10,50", "--no-smoke")
     assert proc.returncode == 64
     assert "steps must end at 100" in proc.stderr
+
+
+def test_plan_diffs_each_function_against_the_commit_it_serves(tmp_path):
+    from promote.changes import git_diff_since, plan
+
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *a], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    for fn in FUNCTIONS:
+        (tmp_path / "functions" / fn).mkdir(parents=True)
+        (tmp_path / "functions" / fn / "main.rs").write_text("v1\n")
+    git("add", ".")
+    git("commit", "-qm", "v1")
+    v1 = git("rev-parse", "--short=7", "HEAD")
+    (tmp_path / "functions" / "get-result" / "main.rs").write_text("v2\n")
+    git("commit", "-qam", "get-result v2")
+    v2 = git("rev-parse", "--short=7", "HEAD")
+    (tmp_path / "functions" / "list-results" / "main.rs").write_text("v3\n")
+    git("commit", "-qam", "list-results v3")
+    serving = {
+        "create-result": f"create-result-{v1}",  # untouched since v1
+        "get-result": f"get-result-{v1}",  # changed in v2 (e.g. its v2 rollout was rolled back)
+        "list-results": f"list-results-{v2}",  # changed in v3
+        "update-result": "update-result-00007",  # a Knative-generated name
+        "delete-result": None,  # never deployed
+    }
+    reasons = plan(serving, git_diff_since("HEAD", cwd=str(tmp_path)))
+    assert reasons == {
+        "get-result": f"changed since {v1}",
+        "list-results": f"changed since {v2}",
+        "update-result": "serves update-result-00007, whose suffix is not a commit of this repository",
+        "delete-result": "nothing serves traffic yet",
+    }
