@@ -59,7 +59,8 @@ def _prometheus(args: argparse.Namespace) -> Prometheus:
 
 def _gate(args: argparse.Namespace) -> GateConfig:
     return GateConfig(max_error_ratio=args.max_error_ratio, max_p99_seconds=args.max_p99_seconds,
-                      window=args.window, min_requests=args.min_requests, extra_matchers=args.extra_matchers)
+                      window=args.window, min_requests=args.min_requests, extra_matchers=args.extra_matchers,
+                      revision_label=args.revision_label)
 
 
 def _cluster(args: argparse.Namespace) -> HelmCluster:
@@ -128,6 +129,9 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-requests", type=float, default=1.0,
                    help="fewer requests than this in the window fail the check (no data is never a pass)")
     p.add_argument("--extra-matchers", default="", help='extra label matchers, e.g. namespace="exam-results"')
+    p.add_argument("--revision-label", default="kn_revision_name",
+                   help="series label holding the Knative revision name (relabeled from the pod label "
+                        "serving.knative.dev/revision)")
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:

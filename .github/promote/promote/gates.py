@@ -3,9 +3,11 @@
 Series selection (see docs/cicd.md, "Which series the gates read"): every
 function exports ``http_server_request_duration_seconds`` with a constant
 ``function`` label. Knative labels each pod with
-``serving.knative.dev/revision``; the chart's PodMonitor relabels that pod
-label into a ``revision`` label on every scraped series. The gates therefore
-select ``{function="<fn>", revision="<fn>-<sha>"}``, i.e. only the
+``serving.knative.dev/revision``; the functions' PodMonitor must relabel that
+pod label into a ``kn_revision_name`` label on every scraped series (the name
+Knative's own metrics use; ``revision`` is taken: ``exam_results_build_info``
+exports it as the git revision). The gates therefore select
+``{function="<fn>", kn_revision_name="<fn>-<sha>"}``, i.e. only the
 candidate's own pods, whatever share of traffic it has.
 
 A gate never passes on missing data: an empty result, ``NaN`` (0/0 when the
@@ -26,6 +28,10 @@ METRIC = "http_server_request_duration_seconds"
 #: Probe routes are excluded: they say nothing about user-facing behaviour.
 EXCLUDED_ROUTES = "/healthz|/readyz"
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9._:/-]+$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: The series label that names the Knative revision (from the pod label
+#: serving.knative.dev/revision, by the PodMonitor's relabeling).
+REVISION_LABEL = "kn_revision_name"
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
 
 
@@ -43,6 +49,7 @@ class GateConfig:
     min_requests: float = 1.0
     #: Extra PromQL label matchers, e.g. ``namespace="exam-results-staging"``.
     extra_matchers: str = ""
+    revision_label: str = REVISION_LABEL
 
     def __post_init__(self) -> None:
         if not _DURATION.match(self.window):
@@ -51,14 +58,19 @@ class GateConfig:
             raise ValueError("max_error_ratio must be within 0..1")
         if self.max_p99_seconds <= 0:
             raise ValueError("max_p99_seconds must be positive")
+        if not _LABEL_NAME.match(self.revision_label):
+            raise ValueError(f"revision_label must be a Prometheus label name, got {self.revision_label!r}")
 
 
-def selector(function: str, revision: str, extra_matchers: str = "", errors_only: bool = False) -> str:
+def selector(function: str, revision: str, extra_matchers: str = "", errors_only: bool = False,
+             revision_label: str = REVISION_LABEL) -> str:
     """The label matchers for one revision's user-facing requests."""
     for name, value in (("function", function), ("revision", revision)):
         if not _LABEL_VALUE.match(value):
             raise ValueError(f"unsafe {name} label value {value!r}")
-    matchers = [f'function="{function}"', f'revision="{revision}"', f'http_route!~"{EXCLUDED_ROUTES}"']
+    if not _LABEL_NAME.match(revision_label):
+        raise ValueError(f"unsafe label name {revision_label!r}")
+    matchers = [f'function="{function}"', f'{revision_label}="{revision}"', f'http_route!~"{EXCLUDED_ROUTES}"']
     if errors_only:
         matchers.append('http_response_status_code=~"5.."')
     if extra_matchers.strip():
@@ -66,26 +78,29 @@ def selector(function: str, revision: str, extra_matchers: str = "", errors_only
     return "{" + ",".join(matchers) + "}"
 
 
-def error_ratio_query(function: str, revision: str, window: str, extra: str = "") -> str:
+def error_ratio_query(function: str, revision: str, window: str, extra: str = "",
+                      revision_label: str = REVISION_LABEL) -> str:
     """5xx responses / all responses of the revision over ``window``.
 
     When the revision served requests but no 5xx, the 5xx sum has no series;
     ``or 0 * sum(all)`` turns that into 0, while the result stays empty when
     the revision served nothing at all (the missing-data case).
     """
-    all_ = f"sum(rate({METRIC}_count{selector(function, revision, extra)}[{window}]))"
-    err = f"sum(rate({METRIC}_count{selector(function, revision, extra, errors_only=True)}[{window}]))"
+    all_ = f"sum(rate({METRIC}_count{selector(function, revision, extra, False, revision_label)}[{window}]))"
+    err = f"sum(rate({METRIC}_count{selector(function, revision, extra, True, revision_label)}[{window}]))"
     return f"({err} or 0 * {all_}) / {all_}"
 
 
-def p99_query(function: str, revision: str, window: str, extra: str = "") -> str:
+def p99_query(function: str, revision: str, window: str, extra: str = "", revision_label: str = REVISION_LABEL) -> str:
     """The 99th percentile request duration of the revision over ``window``."""
-    return f"histogram_quantile(0.99, sum by (le) (rate({METRIC}_bucket{selector(function, revision, extra)}[{window}])))"
+    sel = selector(function, revision, extra, False, revision_label)
+    return f"histogram_quantile(0.99, sum by (le) (rate({METRIC}_bucket{sel}[{window}])))"
 
 
-def requests_query(function: str, revision: str, window: str, extra: str = "") -> str:
+def requests_query(function: str, revision: str, window: str, extra: str = "",
+                   revision_label: str = REVISION_LABEL) -> str:
     """How many requests the revision served in ``window``."""
-    return f"sum(increase({METRIC}_count{selector(function, revision, extra)}[{window}]))"
+    return f"sum(increase({METRIC}_count{selector(function, revision, extra, False, revision_label)}[{window}]))"
 
 
 class Prometheus:
@@ -154,9 +169,10 @@ def evaluate(prom: Prometheus, function: str, revision: str, cfg: GateConfig, at
     cannot be trusted to pass.
     """
     try:
-        reqs = prom.scalar(requests_query(function, revision, cfg.window, cfg.extra_matchers), at)
-        ratio = prom.scalar(error_ratio_query(function, revision, cfg.window, cfg.extra_matchers), at)
-        p99 = prom.scalar(p99_query(function, revision, cfg.window, cfg.extra_matchers), at)
+        args = (function, revision, cfg.window, cfg.extra_matchers, cfg.revision_label)
+        reqs = prom.scalar(requests_query(*args), at)
+        ratio = prom.scalar(error_ratio_query(*args), at)
+        p99 = prom.scalar(p99_query(*args), at)
     except PrometheusError as exc:
         return GateResult(at, None, None, None, [str(exc)])
     reasons = []

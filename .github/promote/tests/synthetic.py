@@ -3,9 +3,10 @@ OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics``.
 
 Each scenario is one revision of get-result with its own behaviour over one
 hour of 15-second scrapes: request rate, 5xx share, latency mix. The series
-carry exactly the labels the chart's PodMonitor produces (``function``,
-``revision`` from the pod label serving.knative.dev/revision, ``namespace``,
-``pod``) plus the metric's own labels from the contract.
+carry the labels a scrape through the functions' PodMonitor produces
+(``kn_revision_name`` relabeled from the pod label
+serving.knative.dev/revision, ``namespace``, ``pod``, ``job``) plus the
+metric's own labels from the contract (``function``, ``http_*``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ MISSING_REVISION = "get-result-nodata01"
 
 
 def _labels(s: Scenario, **extra: str) -> str:
-    base = {"function": s.function, "revision": s.revision, "namespace": "exam-results",
+    base = {"function": s.function, "kn_revision_name": s.revision, "namespace": "exam-results",
             "pod": f"{s.revision}-deployment-7c9d8b6f5-x2k4q", "job": "exam-results/functions"}
     base.update(extra)
     return ",".join(f'{k}="{v}"' for k, v in base.items())

@@ -32,9 +32,9 @@ def test_a_healthy_revision_passes_with_its_real_error_ratio_and_p99(prom, prome
 
 def test_probe_failures_on_readyz_do_not_count_against_a_revision(prom, prometheus):
     t = at(prometheus, 900)
-    sel_all = '{function="get-result",revision="get-result-good001"}'
+    sel_all = '{function="get-result",kn_revision_name="get-result-good001"}'
     with_probes = prom.scalar(
-        f'sum(rate(http_server_request_duration_seconds_count{{function="get-result",revision="get-result-good001",'
+        f'sum(rate(http_server_request_duration_seconds_count{{function="get-result",kn_revision_name="get-result-good001",'
         f'http_response_status_code=~"5.."}}[2m])) / sum(rate(http_server_request_duration_seconds_count{sel_all}[2m]))',
         t)
     gated = prom.scalar(error_ratio_query("get-result", "get-result-good001", "2m"), t)
@@ -112,11 +112,20 @@ def test_a_query_prometheus_rejects_is_a_failure_not_a_pass(prom, prometheus):
 def test_label_values_cannot_inject_promql():
     with pytest.raises(ValueError):
         selector("get-result", 'x"} or vector(0) #')
+    with pytest.raises(ValueError):
+        selector("get-result", "get-result-abc", revision_label='x="y",z')
+
+
+def test_the_revision_label_is_configurable(prom, prometheus):
+    # the synthetic series only carry kn_revision_name: another label name finds nothing
+    other = GateConfig(0.01, 0.5, "2m", 10, revision_label="revision")
+    r = evaluate(prom, "get-result", "get-result-good001", other, at(prometheus, 900))
+    assert not r.passed and "error ratio: no data" in r.reasons
 
 
 def test_the_queries_use_the_contract_metric_and_labels():
     assert requests_query("get-result", "get-result-abc", "2m") == (
-        'sum(increase(http_server_request_duration_seconds_count{function="get-result",revision="get-result-abc",'
+        'sum(increase(http_server_request_duration_seconds_count{function="get-result",kn_revision_name="get-result-abc",'
         'http_route!~"/healthz|/readyz"}[2m]))')
     assert p99_query("get-result", "get-result-abc", "5m").startswith(
         "histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{")
