@@ -143,15 +143,21 @@ def run_migrate_dir(script, port, workdir, directory):
     return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=120)
 
 
+def pgbouncer_bin() -> str:
+    """Debian installs PgBouncer in /usr/sbin, which a non-login PATH may lack."""
+    found = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None)
+    assert found, "pgbouncer not found: install the Debian package pgbouncer (.ci/apt-knative.txt)"
+    return found
+
+
 def pgbouncer_version() -> tuple[int, int]:
-    out = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([pgbouncer_bin(), "--version"], capture_output=True, text=True).stdout
     major, minor = re.search(r"PgBouncer (\d+)\.(\d+)", out).groups()
     return int(major), int(minor)
 
 
 @pytest.fixture(scope="module")
 def pgbouncer(postgres, workdir):
-    assert shutil.which("pgbouncer"), "pgbouncer not found: install the Debian package pgbouncer (.ci/apt-knative.txt)"
     port = free_port()
     rendered = cs.render(sets=(f"pgbouncer.port={port}",))
     script = workdir / "render-config.sh"
@@ -171,7 +177,7 @@ def pgbouncer(postgres, workdir):
         config = re.sub(r"(?m)^max_prepared_statements.*\n", "", config)
         subprocess.run(["sh", "-c", f"cat > {ini}"], input=config, text=True, check=True, **service_user())
     log = open(workdir / "pgbouncer.log", "w")
-    proc = subprocess.Popen(["pgbouncer", str(ini)], stdout=log, stderr=subprocess.STDOUT, **service_user())
+    proc = subprocess.Popen([pgbouncer_bin(), str(ini)], stdout=log, stderr=subprocess.STDOUT, **service_user())
     try:
         assert wait_for(lambda: psql(port, "exam_results", "SELECT 1", check=False).returncode == 0), (workdir / "pgbouncer.log").read_text()
         yield port, proc, runtime
@@ -214,3 +220,21 @@ def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
     assert slow.returncode == 0, err
     assert "finished" in out
     assert proc.wait(timeout=30) is not None  # PgBouncer exited once the transaction was done
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"DB_RO_HOST": ""}, "DB_RO_HOST is empty; check the keys of Secret exam-results-db"),
+    ({"DB_RW_HOST": "db host"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"DB_NAME": "exam_results sslmode=disable"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"DB_USERNAME": "app;drop"}, "contains whitespace, a quote, '=' or ';'"),
+])
+def test_render_config_refuses_unusable_secret_values(tmp_path, override, message):
+    script = tmp_path / "render-config.sh"
+    script.write_text(rendered_script(cs.render(), "pgbouncer-config", "render-config.sh"))
+    env = dict(os.environ, DB_RW_HOST="rw", DB_RO_HOST="ro", DB_PORT="5432", DB_NAME="exam_results",
+               DB_USERNAME="exam_app", DB_PASSWORD="secret", PGBOUNCER_RUNTIME_DIR=str(tmp_path))
+    env.update(override)
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (tmp_path / "pgbouncer.ini").exists()
