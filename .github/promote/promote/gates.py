@@ -176,9 +176,10 @@ def evaluate(prom: Prometheus, function: str, revision: str, cfg: GateConfig, at
     except PrometheusError as exc:
         return GateResult(at, None, None, None, [str(exc)])
     reasons = []
-    if reqs is None or reqs < cfg.min_requests:
-        got = "no series" if reqs is None else f"{reqs:.1f}"
-        reasons.append(f"too little traffic to judge: {got} requests in {cfg.window} (need {cfg.min_requests:g})")
+    if reqs is None:
+        reasons.append(f"no request series for this revision in {cfg.window}")
+    elif reqs < cfg.min_requests:
+        reasons.append(f"too little traffic to judge: {reqs:.1f} requests in {cfg.window} (need {cfg.min_requests:g})")
     if ratio is None:
         reasons.append("error ratio: no data")
     elif ratio > cfg.max_error_ratio:
