@@ -1,0 +1,134 @@
+"""Partition upkeep: ensure is idempotent, detach is concurrent and archives first."""
+
+import pathlib
+import subprocess
+
+from conftest import census, seed
+
+
+def partitions(server, database):
+    return [r[0] for r in server.query(
+        database,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'student_results'::regclass ORDER BY 1")]
+
+
+def test_ensure_creates_a_missing_year_once_and_then_changes_nothing(server, database, run_op):
+    assert "student_results_2031" not in partitions(server, database)
+
+    first = run_op("partitions.sh", "ensure", "2031", database=database)
+    assert first.returncode == 0, first.stderr
+    assert "created partition student_results_2031" in first.stdout
+    after_first = partitions(server, database)
+
+    second = run_op("partitions.sh", "ensure", "2031", database=database)
+    assert second.returncode == 0, second.stderr
+    assert "already exists: nothing to do" in second.stdout
+    assert partitions(server, database) == after_first
+    assert after_first.count("student_results_2031") == 1
+    # The new partition takes rows for its year through the parent.
+    server.psql(database, "INSERT INTO student_results VALUES (100000001, 55, 2031)")
+    assert server.scalar(database, "SELECT count(*) FROM student_results_2031") == "1"
+
+
+def test_ensure_created_partition_is_owned_by_the_table_owner_and_has_the_primary_key(server, database, run_op):
+    assert run_op("partitions.sh", "ensure", "2040", database=database).returncode == 0
+    owner, pk = server.query(database, """
+        SELECT pg_get_userbyid(c.relowner),
+               (SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = c.oid AND indisprimary)
+        FROM pg_class c WHERE relname = 'student_results_2040'""")[0]
+    assert owner == "exam_app"
+    assert "UNIQUE INDEX" in pk and "(exam_year, roll_number)" in pk
+
+
+def test_ensure_rejects_years_outside_the_supported_range_and_bad_input(server, database, run_op):
+    for bad in ("1999", "2101", "20x5", ""):
+        result = run_op("partitions.sh", "ensure", bad, database=database)
+        assert result.returncode != 0
+        assert "error" in result.stderr
+    assert not any(p.endswith(("1999", "2101")) for p in partitions(server, database))
+
+
+def test_concurrent_ensure_calls_create_the_partition_exactly_once(server, database, run_op):
+    procs = [subprocess.Popen(
+        [str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh"), "ensure", "2050"],
+        env=server.env(database, PGUSER="exam_app"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in results), results
+    assert partitions(server, database).count("student_results_2050") == 1
+
+
+def test_detach_removes_the_year_from_the_table_and_archives_every_row(server, database, run_op, tmp_path):
+    seed(server, database, rows=3000, first_year=2019, years=3)
+    before = census(server, database)
+    assert before["student_results_2019"][0] == 1000
+
+    result = run_op("partitions.sh", "detach", "2019", database=database)
+    assert result.returncode == 0, result.stderr
+    assert "detaching student_results_2019 CONCURRENTLY" in result.stdout
+
+    # The year is gone from the partitioned table, the other years untouched.
+    assert "student_results_2019" not in partitions(server, database)
+    assert server.scalar(database, "SELECT count(*) FROM student_results WHERE exam_year = 2019") == "0"
+    after = census(server, database)
+    for name in ("student_results_2020", "student_results_2021"):
+        assert after[name] == before[name]
+    # Without --drop the table is kept, standalone, with all its rows.
+    assert server.scalar(database, "SELECT count(*) FROM student_results_2019") == "1000"
+
+    dumps = list((tmp_path / "archive").glob("student_results_2019-*.dump"))
+    assert len(dumps) == 1
+    manifest = dict(line.split("=", 1) for line in
+                    pathlib.Path(str(dumps[0]) + ".manifest").read_text().splitlines())
+    assert manifest["rows"] == "1000"
+    assert manifest["checksum"] == before["student_results_2019"][1]
+
+
+def test_detach_with_drop_archives_then_drops_and_the_archive_restores_the_year(server, database, run_op, tmp_path):
+    seed(server, database, rows=2000, first_year=2019, years=2)
+    before = census(server, database)
+
+    result = run_op("partitions.sh", "detach", "2019", "--drop", database=database)
+    assert result.returncode == 0, result.stderr
+    assert server.scalar(database, "SELECT to_regclass('student_results_2019') IS NULL") == "t"
+
+    # Bring the year back from the archive and re-attach it: every row returns.
+    dump = next((tmp_path / "archive").glob("student_results_2019-*.dump"))
+    subprocess.run(["pg_restore", "--exit-on-error", "-d", database, str(dump)],
+                   env=server.env(database, PGUSER="exam_app"), check=True, capture_output=True)
+    server.psql(database, "ALTER TABLE student_results ATTACH PARTITION student_results_2019 FOR VALUES IN (2019)")
+    assert census(server, database) == before
+
+
+def test_detach_again_after_a_detach_only_archives_and_ensure_refuses_a_detached_year(server, database, run_op):
+    seed(server, database, rows=300, first_year=2019, years=3)
+    assert run_op("partitions.sh", "detach", "2019", database=database).returncode == 0
+
+    again = run_op("partitions.sh", "detach", "2019", database=database)
+    assert again.returncode == 0, again.stderr
+    assert "already detached" in again.stdout
+
+    ensure = run_op("partitions.sh", "ensure", "2019", database=database)
+    assert ensure.returncode != 0
+    assert "not attached" in ensure.stderr
+
+
+def test_detach_finishes_an_interrupted_concurrent_detach(server, database, run_op):
+    seed(server, database, rows=300, first_year=2019, years=3)
+    # Simulate an interrupted DETACH ... CONCURRENTLY: mark it pending the way
+    # PostgreSQL leaves it when the second transaction is cancelled.
+    server.psql("postgres", "SELECT 1")  # server alive
+    server.psql(database, "UPDATE pg_inherits SET inhdetachpending = true "
+                          "WHERE inhrelid = 'student_results_2019'::regclass")
+    result = run_op("partitions.sh", "detach", "2019", database=database)
+    assert result.returncode == 0, result.stderr
+    assert "FINALIZE" in result.stdout
+    assert "student_results_2019" not in partitions(server, database)
+
+
+def test_detach_of_a_missing_year_fails_and_changes_nothing(server, database, run_op, tmp_path):
+    result = run_op("partitions.sh", "detach", "2077", database=database)
+    assert result.returncode != 0
+    assert "no table student_results_2077" in result.stderr
+    assert not (tmp_path / "archive").exists() or not any((tmp_path / "archive").iterdir())
