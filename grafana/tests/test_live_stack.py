@@ -20,9 +20,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 import generate
-from conftest import REPO, substitute
+from conftest import REPO, RULES, substitute
 
 pytestmark = pytest.mark.skipif(os.environ.get("LIVE_STACK") != "1",
                                 reason="needs the local stack: make up, then LIVE_STACK=1")
@@ -125,3 +126,13 @@ def test_every_function_and_the_pooler_are_scraped():
     assert up.get("postgres-primary") == "1" and up.get("postgres-replica") == "1", up
     functions = {r["metric"]["function"] for r in prom_query("exam_results_build_info")}
     assert functions == set(PORTS)
+
+
+def test_every_rule_evaluates_without_error():
+    url = f"{PROM}/api/v1/rules"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        groups = json.load(r)["data"]["groups"]
+    rules = [rule for g in groups for rule in g["rules"]]
+    source = yaml.safe_load(RULES.read_text())["groups"]
+    assert len(rules) == sum(len(g["rules"]) for g in source)
+    assert {rule["name"]: rule.get("lastError") for rule in rules if rule["health"] != "ok"} == {}

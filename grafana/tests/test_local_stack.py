@@ -122,6 +122,13 @@ def test_start_script_runs_prometheus_with_all_targets_and_the_alert_rules(stack
     expected = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
     assert loaded == expected
 
+    # Every rule evaluates without error in a real Prometheus (not only in promtool).
+    def evaluated():
+        rules = [r for g in get(f"{stack.prom}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+        return rules if all(r.get("lastEvaluation", "").startswith("20") for r in rules) else None
+    rules = wait_for(evaluated, 40, "a first evaluation of every rule")
+    assert {r["name"]: r["health"] for r in rules if r["health"] != "ok"} == {}
+
     # The exporters answer while their databases are down, and the relabelling turns
     # postgres_exporter's pg_up into CloudNativePG's cnpg_collector_up.
     wait_for(lambda: query(stack.prom, 'up{job="pgbouncer"} == 1'), 30, "PgBouncer exporter scraped")
