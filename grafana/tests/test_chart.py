@@ -191,3 +191,12 @@ def test_observability_objects_validate_against_their_schemas(enabled):
     assert {o["kind"] for o in mine} == {"PrometheusRule", "PodMonitor", "ConfigMap"}
     problems = k8s_validate.validate_objects(mine)
     assert problems == []
+
+
+def test_functions_podmonitor_can_use_the_older_target_port():
+    objects = render(deep_merge(ENABLED, {"observability": {"podMonitors": {"useTargetPort": True}}}))
+    (pm,) = find(objects, "PodMonitor", "exam-results-functions")
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    assert endpoint["targetPort"] == 9464 and "portNumber" not in endpoint
+    k8s_validate = pytest.importorskip("k8s_validate")
+    assert k8s_validate.validate_objects([pm]) == []
