@@ -111,9 +111,30 @@ def rendered_script(rendered, configmap, key):
     return rendered.one("ConfigMap", configmap)["data"][key]
 
 
+def write_secret(directory, port, **override):
+    """The connection Secret's keys as files, the way a Secret volume mounts them."""
+    directory.mkdir(exist_ok=True)
+    keys = {"rw-host": "127.0.0.1", "ro-host": "127.0.0.1", "port": str(port), "dbname": "exam_results",
+            "username": "exam_app", "password": PASSWORD}
+    keys.update(override)
+    for key, value in keys.items():
+        (directory / key).write_text(value)
+    if os.geteuid() == 0:
+        for path in [directory, *directory.iterdir()]:
+            shutil.chown(path, "postgres", "postgres")
+    return directory
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(extra)
+    return env
+
+
 def run_migrate(script_path, port, workdir):
-    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
-               PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(cs.CHART / "migrations"), TMPDIR=str(workdir))
+    """migrate.sh as the Job runs it: connection settings only from the mounted Secret."""
+    secret = write_secret(workdir / "db-secret", port)
+    env = clean_env(DATABASE_SECRET_DIR=str(secret), MIGRATIONS_DIR=str(cs.CHART / "migrations"), TMPDIR=str(workdir))
     return subprocess.run(["sh", str(script_path)], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -138,9 +159,21 @@ def test_migrate_script_applies_sql_migrations_and_is_safe_to_rerun(postgres, wo
 
 
 def run_migrate_dir(script, port, workdir, directory):
-    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
-               PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(directory), TMPDIR=str(workdir))
+    env = clean_env(PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
+                    PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(directory), TMPDIR=str(workdir))
     return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_migrate_script_names_a_missing_secret_key(workdir):
+    script = workdir / "migrate-missing.sh"
+    script.write_text(rendered_script(cs.render(), "exam-results-migrations", "migrate.sh"))
+    secret = workdir / "partial-secret"
+    write_secret(secret, 5432)
+    (secret / "password").unlink()
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30,
+                            env=clean_env(DATABASE_SECRET_DIR=str(secret)))
+    assert result.returncode == 1
+    assert f"PGPASSWORD is not set and {secret}/password is missing or empty (Secret exam-results-db)" in result.stderr
 
 
 def pgbouncer_bin() -> str:
@@ -166,8 +199,8 @@ def pgbouncer(postgres, workdir):
     runtime.mkdir()
     if os.geteuid() == 0:
         shutil.chown(runtime, "postgres")
-    env = dict(os.environ, DB_RW_HOST="127.0.0.1", DB_RO_HOST="127.0.0.1", DB_PORT=str(postgres), DB_NAME="exam_results",
-               DB_USERNAME="exam_app", DB_PASSWORD=PASSWORD, PGBOUNCER_RUNTIME_DIR=str(runtime))
+    secret = write_secret(workdir / "pgbouncer-secret", postgres)
+    env = clean_env(PGBOUNCER_SECRET_DIR=str(secret), PGBOUNCER_RUNTIME_DIR=str(runtime))
     result = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30, **service_user())
     assert result.returncode == 0, result.stderr
     ini = runtime / "pgbouncer.ini"
@@ -192,7 +225,12 @@ def test_render_config_writes_a_private_userlist_with_escaped_quotes(pgbouncer):
     _, _, runtime = pgbouncer
     userlist = runtime / "userlist.txt"
     assert oct(userlist.stat().st_mode & 0o777) == "0o600"
-    assert userlist.read_text() == '"exam_app" "pa""ss\'w0rd$x"\n'
+    app, exporter = userlist.read_text().splitlines()
+    assert app == '"exam_app" "pa""ss\'w0rd$x"'
+    assert re.fullmatch(r'"pgbouncer_exporter" "[0-9a-f]{48}"', exporter)
+    pgpass = runtime / "exporter.pgpass"
+    assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
+    assert pgpass.read_text().rsplit(":", 1)[1].strip() == exporter.split('"')[3]
 
 
 def test_pgbouncer_serves_both_logical_databases_with_scram(pgbouncer, postgres):
@@ -201,11 +239,21 @@ def test_pgbouncer_serves_both_logical_databases_with_scram(pgbouncer, postgres)
     assert psql(port, "exam_results_ro", "SELECT current_database()").stdout.strip() == "exam_results"
     wrong = psql(port, "exam_results", "SELECT 1", password="wrong", check=False)
     assert wrong.returncode != 0 and "authentication failed" in wrong.stderr
-    # the exporter's view: the application user may read the admin console (stats_users)
-    pools = psql(port, "pgbouncer", "SHOW POOLS")
+
+
+def test_the_exporter_logs_in_with_its_password_file_and_only_it_reads_the_console(pgbouncer):
+    port, _, runtime = pgbouncer
+    # what the exporter does: user pgbouncer_exporter, password from PGPASSFILE
+    env = clean_env(PGPASSFILE=str(runtime / "exporter.pgpass"), PGCONNECT_TIMEOUT="3")
+    argv = ["psql", "-X", "-Atq", f"postgres://pgbouncer_exporter@127.0.0.1:{port}/pgbouncer?sslmode=disable", "-c", "SHOW POOLS"]
+    pools = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, **service_user())
+    assert pools.returncode == 0, pools.stderr
     assert "exam_results_ro" in pools.stdout
-    mode = psql(port, "pgbouncer", "SHOW CONFIG").stdout
-    assert re.search(r"(?m)^pool_mode\|transaction\|", mode)
+    config = subprocess.run(argv[:-1] + ["SHOW CONFIG"], capture_output=True, text=True, env=env, timeout=30, **service_user())
+    assert re.search(r"(?m)^pool_mode\|transaction\|", config.stdout), config.stdout + config.stderr
+    # the application's credentials do not open the console
+    denied = psql(port, "pgbouncer", "SHOW POOLS", check=False)
+    assert denied.returncode != 0 and "not allowed" in denied.stderr
 
 
 def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
@@ -223,17 +271,21 @@ def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"DB_RO_HOST": ""}, "DB_RO_HOST is empty; check the keys of Secret exam-results-db"),
-    ({"DB_RW_HOST": "db host"}, "contains whitespace, a quote, '=' or ';'"),
-    ({"DB_NAME": "exam_results sslmode=disable"}, "contains whitespace, a quote, '=' or ';'"),
-    ({"DB_USERNAME": "app;drop"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"ro-host": ""}, "key ro-host of Secret exam-results-db is missing or empty"),
+    ({"rw-host": "db host"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"dbname": "exam_results sslmode=disable"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"username": "app;drop"}, "contains whitespace, a quote, '=' or ';'"),
 ])
 def test_render_config_refuses_unusable_secret_values(tmp_path, override, message):
     script = tmp_path / "render-config.sh"
     script.write_text(rendered_script(cs.render(), "pgbouncer-config", "render-config.sh"))
-    env = dict(os.environ, DB_RW_HOST="rw", DB_RO_HOST="ro", DB_PORT="5432", DB_NAME="exam_results",
-               DB_USERNAME="exam_app", DB_PASSWORD="secret", PGBOUNCER_RUNTIME_DIR=str(tmp_path))
-    env.update(override)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    values = {"rw-host": "rw", "ro-host": "ro", "port": "5432", "dbname": "exam_results", "username": "exam_app", "password": "x"}
+    values.update(override)
+    for key, value in values.items():
+        (secret / key).write_text(value)
+    env = clean_env(PGBOUNCER_SECRET_DIR=str(secret), PGBOUNCER_RUNTIME_DIR=str(tmp_path))
     result = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 1
     assert message in result.stderr

@@ -49,8 +49,12 @@ def test_job_is_bounded_hardened_and_reads_credentials_from_the_secret(default_r
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-    assert refs == {"PGHOST": "rw-host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "username", "PGPASSWORD": "password"}
+    assert not any("valueFrom" in e for e in container["env"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["db-secret"]["secret"]["secretName"] == "exam-results-db"
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["db-secret"] == "/etc/exam-results-db"
+    script = default_render.one("ConfigMap", "exam-results-migrations")["data"]["migrate.sh"]
+    assert "PGHOST:rw-host" in script  # the primary, never the read-only service
 
 
 def test_migrations_can_be_turned_off():

@@ -96,14 +96,19 @@ def test_config_pools_transactions_over_two_logical_databases(default_render):
     assert settings["unix_socket_dir"] == ""
 
 
-def test_credentials_come_from_the_connection_secret(default_render):
+def test_credentials_come_from_the_connection_secret_as_files(default_render):
     pod = default_render.one("Deployment", "pgbouncer")["spec"]["template"]["spec"]
-    init = pod["initContainers"][0]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
-    assert {r["name"] for r in refs.values()} == {"exam-results-db"}
-    assert {r["key"] for r in refs.values()} == {"rw-host", "ro-host", "port", "dbname", "username", "password"}
-    # the generated files live in memory, never in the ConfigMap
     volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["db-secret"]["secret"]["secretName"] == "exam-results-db"
+    init = pod["initContainers"][0]
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]}["db-secret"] == "/etc/pgbouncer-secret"
+    script = default_render.one("ConfigMap", "pgbouncer-config")["data"]["render-config.sh"]
+    for key in ("rw-host", "ro-host", "port", "dbname", "username", "password"):
+        assert f"$(key {key})" in script
+    # no container takes a secret through its environment
+    for container in pod["containers"] + pod["initContainers"]:
+        assert not any("secretKeyRef" in (e.get("valueFrom") or {}) for e in container.get("env", []))
+    # the generated files live in memory, never in the ConfigMap
     assert volumes["runtime"]["emptyDir"]["medium"] == "Memory"
 
 
@@ -135,11 +140,20 @@ def test_exporter_sidecar_talks_to_pgbouncers_port_not_its_default(default_rende
     pod = default_render.one("Deployment", "pgbouncer")["spec"]["template"]["spec"]
     exporter = next(c for c in pod["containers"] if c["name"] == "exporter")
     connection = next(a for a in exporter["args"] if a.startswith("--pgBouncer.connectionString="))
-    assert ":6432/pgbouncer" in connection and "6543" not in connection
-    assert "PGPASSWORD" in {e["name"] for e in exporter["env"]}
+    assert connection.endswith("=postgres://pgbouncer_exporter@127.0.0.1:6432/pgbouncer?sslmode=disable")
+    assert "6543" not in connection
+    assert {e["name"]: e["value"] for e in exporter["env"]} == {"PGPASSFILE": "/etc/pgbouncer-runtime/exporter.pgpass"}
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 9127, "protocol": "TCP"}]
-    # PgBouncer lets the exporter's user read the console
-    assert pgbouncer_ini(default_render)["pgbouncer"]["stats_users"] == "${DB_USERNAME}"
+    # PgBouncer lets only the exporter's own user read the console
+    assert pgbouncer_ini(default_render)["pgbouncer"]["stats_users"] == "pgbouncer_exporter"
+    assert pgbouncer_ini(default_render)["pgbouncer"]["admin_users"] == ""
+
+
+def test_pods_run_with_a_high_uid(default_render):
+    for kind, name in (("Deployment", "pgbouncer"), ("Job", "exam-results-migrations")):
+        pod = default_render.one(kind, name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        assert pod["securityContext"]["runAsGroup"] >= 10000
 
 
 def test_config_change_rolls_the_pods():
