@@ -4,12 +4,10 @@ line, and (with the real Helm engine) what the chart renders from them."""
 from __future__ import annotations
 
 import copy
-import json
-import os
 import stat
+import sys
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
@@ -20,7 +18,8 @@ from promote.rollout import RolloutFailed
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "knative" / "exam-results"
 DIGEST = "sha256:" + "ab" * 32
-SCHEMA_DIR = Path(os.environ.get("CRD_SCHEMA_LOCATION", REPO.parent / "shared" / "schemas" / "crds"))
+sys.path.insert(0, str(REPO / ".ci"))
+import k8s_validate  # noqa: E402  (shared validator: $CRD_SCHEMA_LOCATION, a directory or a URL prefix)
 
 
 def test_values_keys_follow_the_chart():
@@ -138,7 +137,6 @@ def _merge(base: dict, over: dict) -> dict:
 @pytest.mark.skipif(not (CHART / "Chart.yaml").exists(), reason="chart not present")
 def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_others_alone():
     helm_python.disable_logging()
-    schema = json.loads((SCHEMA_DIR / "serving.knative.dev" / "service_v1.json").read_text())
     # the release as it stands: get-result pinned to an earlier revision
     release = override_values("get-result", "get-result-0a1b2c3", "sha256:" + "11" * 32,
                               [TrafficTarget("get-result-0a1b2c3", 100)])
@@ -156,7 +154,7 @@ def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_o
         values = _merge(values, over)  # what --reset-then-reuse-values plus --values does
         after = _render(values)
         ksvc = after["get-result"]
-        jsonschema.validate(ksvc, schema)
+        assert k8s_validate.validate_objects([ksvc]) == []
         assert ksvc["spec"]["template"]["metadata"]["name"] == "get-result-abc1234"
         assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + DIGEST)
         wanted = over["functions"]["getResult"]["traffic"]
@@ -165,3 +163,12 @@ def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_o
         assert all(t["latestRevision"] is False for t in ksvc["spec"]["traffic"])
         for other in ("create-result", "list-results", "update-result", "delete-result"):
             assert after[other] == before[other], f"{other} changed while get-result was promoted"
+
+
+def test_the_recorded_states_are_valid_knative_services(fixtures_dir):
+    import json
+
+    files = sorted(fixtures_dir.glob("*.json"))
+    assert len(files) >= 7
+    for f in files:
+        assert k8s_validate.validate_objects([json.loads(f.read_text())]) == [], f.name
