@@ -48,7 +48,7 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- if gt (int $as.initialScale) (int $as.maxScale) -}}
 {{- fail (printf "%s.autoscaling: initialScale %d is above maxScale %d" $where (int $as.initialScale) (int $as.maxScale)) -}}
 {{- end -}}
-{{- if and (gt (int $fn.containerConcurrency) 0) (gt (int $as.target) (int $fn.containerConcurrency)) -}}
+{{- if and (eq $as.metric "concurrency") (gt (int $fn.containerConcurrency) 0) (gt (int $as.target) (int $fn.containerConcurrency)) -}}
 {{- fail (printf "%s: autoscaling.target %d is above containerConcurrency %d (the soft target must not exceed the hard limit)" $where (int $as.target) (int $fn.containerConcurrency)) -}}
 {{- end -}}
 {{- if ge (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds) -}}
