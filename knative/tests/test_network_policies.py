@@ -200,3 +200,17 @@ def test_evaluator_sees_an_open_path_when_a_policy_allows_it(rendered_sets):
         "policyTypes": ["Ingress"],
         "ingress": [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "function"}}}]}]}})
     assert cluster.allowed(fn, pg, 5432)
+
+
+def test_node_local_dns_cache_is_reachable_only_when_listed():
+    from netpol_graph import endpoint as make_endpoint
+
+    cache = make_endpoint("node-local-dns", None, {}, "169.254.20.10", [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])
+    for cidrs, expected in (([], False), (["169.254.20.10/32"], True)):
+        values = cs.deep_merge(cs.effective_values("default"), {"networkPolicy": {"dns": {"cidrs": cidrs}}})
+        rendered = cs.render({"networkPolicy": {"dns": {"cidrs": cidrs}}})
+        cluster, eps, _ = build_cluster(rendered, values)
+        cluster.add(cache)
+        for src in eps["function"] + eps["pgbouncer"]:
+            assert cluster.allowed(src, cache, 53, "UDP") is expected
+            assert not cluster.allowed(src, cache, 443)
