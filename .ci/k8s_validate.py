@@ -6,8 +6,8 @@ kubernetes-validate in strict mode (unknown fields are errors) against
 Kubernetes ``KUBE_VERSION`` (default 1.30.0). Custom resources (Knative,
 CloudNativePG, prometheus-operator, Crossplane, ...) are checked against the
 JSON schema ``<group>/<kind>_<version>.json`` (the CRDs-catalog layout) found
-under ``CRD_SCHEMA_LOCATION``: a directory, or a URL prefix such as
-https://raw.githubusercontent.com/datreeio/CRDs-catalog/main. The default is
+under ``CRD_SCHEMA_LOCATION``: a directory, or a URL prefix (http, https or
+file) such as https://raw.githubusercontent.com/datreeio/CRDs-catalog/main. The default is
 ``<repo>/../shared/schemas/crds``.
 
 Library use::
@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
@@ -75,13 +76,17 @@ def _split_api_version(api_version: str) -> tuple[str, str]:
 def load_crd_schema(location: str, group: str, kind: str, version: str) -> dict[str, Any] | None:
     """The JSON schema of one custom resource, or None when the location has none."""
     relative = f"{group}/{kind.lower()}_{version}.json"
-    if location.startswith(("http://", "https://")):
+    if location.startswith(("http://", "https://", "file://")):
         url = location.rstrip("/") + "/" + relative
         try:
             with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (URL is configuration)
                 return json.load(response)
         except urllib.error.HTTPError as err:
             if err.code == 404:
+                return None
+            raise
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, FileNotFoundError):
                 return None
             raise
     path = Path(location) / relative

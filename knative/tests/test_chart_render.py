@@ -99,3 +99,20 @@ def test_helm_template_cli_renders_lints_and_refuses_bad_values():
     assert lint.returncode == 0 and "0 chart(s) failed" in lint.stdout
     refused = subprocess.run([sys.executable, cli, "-f", cs.FIXTURES / "bad-pool-clients.yaml"], capture_output=True, text=True)
     assert refused.returncode == 1 and "pool arithmetic" in refused.stderr and refused.stdout == ""
+
+
+def test_validator_reads_schemas_from_a_url_prefix(default_render, monkeypatch):
+    """The URL code path (used with the public CRDs-catalog), exercised offline with file://."""
+    shared = cs.REPO.parent / "shared" / "schemas" / "crds"
+    monkeypatch.setenv("CRD_SCHEMA_LOCATION", shared.as_uri())
+    k8s_validate.load_crd_schema.cache_clear()
+    try:
+        assert k8s_validate.validate_objects(default_render.objects) == []
+        broken = copy.deepcopy(default_render.one("Service", "get-result"))
+        broken["spec"]["template"]["spec"]["containerConcurrency"] = "lots"
+        assert k8s_validate.validate_objects([broken])
+        monkeypatch.setenv("CRD_SCHEMA_LOCATION", (shared / "missing").as_uri())
+        problems = k8s_validate.validate_objects([broken])
+        assert problems and "no schema" in problems[0]
+    finally:
+        k8s_validate.load_crd_schema.cache_clear()
