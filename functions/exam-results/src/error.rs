@@ -57,6 +57,23 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Every stable error code, as documented in docs/openapi.yaml.
+pub const ERROR_CODES: [&str; 13] = [
+    "bad_request",
+    "invalid_json",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_failed",
+    "partition_missing",
+    "database_unavailable",
+    "replica_lagging",
+    "internal_error",
+];
+
 /// The cause of a server-side error, carried in the response's extensions so
 /// the request log line can include it. Never serialised to the client.
 #[derive(Clone, Debug)]
@@ -208,6 +225,10 @@ mod tests {
         ];
         for (err, status, code) in cases {
             assert_eq!((err.status().as_u16(), err.code()), (status, code));
+            assert!(
+                ERROR_CODES.contains(&code),
+                "{code} missing from ERROR_CODES"
+            );
         }
     }
 

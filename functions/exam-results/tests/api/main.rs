@@ -3,10 +3,12 @@
 
 mod create;
 mod delete;
+mod docs;
 mod errors;
 mod get;
 mod list;
 mod metrics;
+mod replica;
 mod resilience;
 mod schema;
 mod support;

@@ -129,12 +129,29 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub pg_port: u16,
     pub bouncer_port: u16,
+    /// Set when started with a streaming replica ([`Cluster::start_replicated`]).
+    pub replica_port: Option<u16>,
     postgres: Mutex<Option<Child>>,
+    replica: Mutex<Option<Child>>,
     pgbouncer: Mutex<Option<Child>>,
 }
 
+/// The database a replicated cluster creates; PgBouncer serves it as
+/// `exam_results` (primary) and `exam_results_ro` (replica), like the local stack.
+pub const REPLICATED_DB: &str = "exam_results";
+
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_inner(false)
+    }
+
+    /// A primary with a streaming replica (pg_basebackup) and PgBouncer
+    /// serving `exam_results` (primary) and `exam_results_ro` (replica).
+    pub fn start_replicated() -> Cluster {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(replicated: bool) -> Cluster {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "exam-results-test-{}-{}",
@@ -169,14 +186,21 @@ impl Cluster {
         let cluster = Cluster {
             pg_port: free_port(),
             bouncer_port: free_port(),
+            replica_port: replicated.then(free_port),
             dir,
             postgres: Mutex::new(None),
+            replica: Mutex::new(None),
             pgbouncer: Mutex::new(None),
         };
+        cluster.spawn_watchdog();
         cluster.write_pgbouncer_config();
         cluster.start_postgres();
+        if replicated {
+            cluster.create_replicated_database();
+            cluster.clone_replica();
+            cluster.start_replica();
+        }
         cluster.start_pgbouncer();
-        cluster.spawn_watchdog();
         cluster
     }
 
@@ -195,7 +219,6 @@ impl Cluster {
                 "-c",
                 "max_connections=200",
             ])
-            .args(["-c", "full_page_writes=off"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("postgres.log")).unwrap())
             .spawn()
@@ -236,9 +259,125 @@ impl Cluster {
         }
     }
 
+    fn create_replicated_database(&self) {
+        // Called from inside a test's runtime: run on a thread with its own.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let admin = self.direct("postgres").await;
+                    admin
+                        .batch_execute(&format!("CREATE DATABASE {REPLICATED_DB}"))
+                        .await
+                        .unwrap();
+                    apply_migrations(&self.direct(REPLICATED_DB).await).await;
+                });
+            });
+        });
+    }
+
+    fn clone_replica(&self) {
+        let status = unprivileged(pg_bin("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-R", "-X", "stream", "-c", "fast", "-D"])
+            .arg(self.dir.join("replica"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_basebackup failed");
+    }
+
+    /// Starts (or restarts) the replica.
+    pub fn start_replica(&self) {
+        let port = self.replica_port.expect("a replicated cluster");
+        let child = unprivileged(pg_bin("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("replica"))
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "hot_standby=on",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("replica.log")).unwrap())
+            .spawn()
+            .expect("replica starts");
+        *self.replica.lock().unwrap() = Some(child);
+        if std::panic::catch_unwind(|| wait_for_port(port, "replica")).is_err() {
+            panic!(
+                "replica did not listen:\n{}",
+                std::fs::read_to_string(self.dir.join("replica.log")).unwrap_or_default()
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Command::new("pg_isready")
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "replica never became ready:\n{}",
+                std::fs::read_to_string(self.dir.join("replica.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the replica immediately; the primary and PgBouncer stay up.
+    pub fn stop_replica(&self) {
+        if let Some(mut child) = self.replica.lock().unwrap().take() {
+            let pidfile = std::fs::read_to_string(self.dir.join("replica/postmaster.pid"))
+                .unwrap_or_default();
+            if let Some(pid) = pidfile.lines().next() {
+                let _ = Command::new("kill").args(["-QUIT", pid]).status();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// A superuser connection straight to the replica.
+    pub async fn direct_replica(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.replica_port.expect("a replicated cluster"))
+            .user("postgres")
+            .dbname(REPLICATED_DB)
+            .connect(NoTls)
+            .await
+            .expect("direct connection to the replica");
+        tokio::spawn(connection);
+        client
+    }
+
     fn write_pgbouncer_config(&self) {
+        let replicated = match self.replica_port {
+            Some(replica) => format!(
+                "{REPLICATED_DB} = host=127.0.0.1 port={pg}\n{REPLICATED_DB}_ro = host=127.0.0.1 port={replica} dbname={REPLICATED_DB}\n",
+                pg = self.pg_port
+            ),
+            None => String::new(),
+        };
         let ini = format!(
             "[databases]\n\
+             {replicated}\
              * = host=127.0.0.1 port={pg}\n\
              [pgbouncer]\n\
              listen_addr = 127.0.0.1\n\
@@ -413,6 +552,8 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
         ("DATABASE_CONNECT_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_STATEMENT_TIMEOUT_MS".into(), "1500".into()),
     ];
+    // Extra variables override the defaults above.
+    env.retain(|(name, _)| !options.extra_env.iter().any(|(extra, _)| extra == name));
     env.extend(
         options
             .extra_env

@@ -1,0 +1,110 @@
+# exam-results: `make up` runs the whole local system, `make test` runs every test.
+# `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+PYTEST ?= $(PYTHON) -m pytest -q
+CARGO ?= cargo
+YEAR ?= $(shell date -d 'next year' +%Y 2>/dev/null || echo 2027)
+
+export VENV
+
+##@ Local system
+
+.PHONY: up
+up: ## Start PostgreSQL primary + replica, PgBouncer, schema, 1M-row seed, the five functions and Prometheus
+	@.ci/install-deps.sh
+	@.ci/stack.sh up
+
+.PHONY: down
+down: ## Stop everything, keeping the data
+	@.ci/stack.sh down
+
+.PHONY: clean
+clean: ## Stop everything and remove all local state (.local/)
+	@.ci/stack.sh clean
+
+.PHONY: status
+status: ## Show which parts of the local system are up
+	@.ci/stack.sh status
+
+##@ Database operations (against the local system from `make up`)
+
+.PHONY: partitions
+partitions: ## Make sure the partition for YEAR exists (default: next year), e.g. make partitions YEAR=2027
+	@sql/ops/partitions.sh ensure $(YEAR)
+
+.PHONY: detach-year
+detach-year: ## Detach (CONCURRENTLY) and archive an old year's partition: make detach-year YEAR=2018
+	@sql/ops/partitions.sh detach $(YEAR)
+
+.PHONY: load-csv
+load-csv: ## Load a CSV of results into one year, all or nothing: make load-csv FILE=results.csv YEAR=2026
+	@sql/ops/load-csv.sh "$(FILE)" $(YEAR)
+
+.PHONY: backup
+backup: ## Write a consistent pg_dump (custom format) to .local/backups/exam_results-<timestamp>.dump
+	@sql/ops/backup.sh
+
+.PHONY: restore
+restore: ## Restore a dump into a fresh database: make restore FILE=.local/backups/....dump
+	@sql/ops/restore.sh "$(FILE)"
+
+.PHONY: replica-lag
+replica-lag: ## Show replication lag, measured on both the primary and the replica
+	@sql/ops/replica-lag.sh
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: ## Results-day benchmarks against the local system (run `make up` first); writes bench-results/
+	@.ci/bench/run.sh
+
+##@ Tests
+
+.PHONY: deps
+deps: ## Install what the tests need (apt packages, .venv with Python tools)
+	@.ci/install-deps.sh
+
+.PHONY: test
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd ## Run every test (what CI runs)
+
+.PHONY: test-rust
+test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+.PHONY: test-database
+test-database: ## Partition upkeep, bulk load all-or-nothing, backup/restore, table migration (throwaway PostgreSQL)
+	$(PYTEST) sql/tests
+
+.PHONY: test-knative
+test-knative: ## Render, lint and validate the Helm chart and Dockerfile offline
+	$(PYTEST) knative/tests
+
+.PHONY: test-crossplane
+test-crossplane: ## Validate and render the Crossplane XRD and compositions offline
+	$(PYTEST) crossplane/tests
+
+.PHONY: test-observability
+test-observability: ## promtool rule tests, dashboard checks
+	$(PYTEST) grafana/tests
+
+.PHONY: test-cicd
+test-cicd: ## Promotion program against a real Prometheus, workflow lint
+	$(PYTEST) .github/promote/tests
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings denied
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+##@ Help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)

@@ -1,0 +1,183 @@
+//! Read functions against a real streaming replica: lag and outages.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{spawn_with, Cluster, Spawn, TestApp, GET, REPLICATED_DB};
+
+fn ro_url(cluster: &Cluster) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}_ro",
+        cluster.bouncer_port
+    )
+}
+
+fn primary_url(cluster: &Cluster) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}",
+        cluster.bouncer_port
+    )
+}
+
+async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {
+    let mut env = vec![
+        ("DATABASE_URL", ro_url(cluster)),
+        ("MAX_REPLICA_LAG_SECONDS", "1".to_owned()),
+    ];
+    if fallback {
+        env.push(("READ_FALLBACK_DATABASE_URL", primary_url(cluster)));
+    }
+    spawn_with(
+        GET,
+        Spawn {
+            cluster,
+            database: REPLICATED_DB.into(),
+            extra_env: env,
+        },
+    )
+    .await
+}
+
+async fn write_on_primary(cluster: &Cluster, sql: &str) {
+    cluster
+        .direct(REPLICATED_DB)
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}
+
+/// Waits until `check` holds, polling; panics with `what` after 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_the_primary_is_served_by_the_replica_once_replayed() {
+    let cluster = Cluster::start_replicated();
+    let app = reader(&cluster, false).await;
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (1, 64, 2024)").await;
+    eventually("the replica serves the new row", || async {
+        app.get(2024, 1).await.status == 200
+    })
+    .await;
+    assert_eq!(app.get(2024, 1).await.body["marks"], 64);
+}
+
+#[tokio::test]
+async fn a_replica_whose_replay_is_paused_answers_503_replica_lagging_until_it_catches_up() {
+    let cluster = Cluster::start_replicated();
+    let app = reader(&cluster, false).await;
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (1, 10, 2024)").await;
+    eventually("replicated", || async {
+        app.get(2024, 1).await.status == 200
+    })
+    .await;
+
+    let replica = cluster.direct_replica().await;
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write_on_primary(
+        &cluster,
+        "UPDATE student_results SET marks = 11 WHERE roll_number = 1",
+    )
+    .await;
+
+    eventually("reads answer 503 replica_lagging", || async {
+        let reply = app.get(2024, 1).await;
+        reply.status == 503
+            && reply.error_code() == "replica_lagging"
+            && reply.header("retry-after") == Some("1")
+    })
+    .await;
+
+    replica
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    eventually("reads recover with the new marks", || async {
+        let reply = app.get(2024, 1).await;
+        reply.status == 200 && reply.body["marks"] == 11
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_fallback_a_lagging_replica_is_bypassed_and_reads_see_the_primary() {
+    let cluster = Cluster::start_replicated();
+    let app = reader(&cluster, true).await;
+    let replica = cluster.direct_replica().await;
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (1, 10, 2024)").await;
+    eventually("replicated", || async {
+        app.get(2024, 1).await.status == 200
+    })
+    .await;
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (2, 20, 2024)").await;
+
+    // The replica cannot have row 2; a 200 proves the read went to the primary.
+    eventually("row 2 is served from the primary", || async {
+        app.get(2024, 2).await.status == 200
+    })
+    .await;
+    let on_replica = replica
+        .query_opt("SELECT 1 FROM student_results WHERE roll_number = 2", &[])
+        .await
+        .unwrap();
+    assert!(on_replica.is_none(), "the replica should still be paused");
+    replica
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_replica_gives_503_without_a_fallback_and_200_with_one() {
+    let cluster = Cluster::start_replicated();
+    let plain = reader(&cluster, false).await;
+    let with_fallback = reader(&cluster, true).await;
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (1, 10, 2024)").await;
+    eventually("replicated", || async {
+        plain.get(2024, 1).await.status == 200
+    })
+    .await;
+
+    cluster.stop_replica();
+
+    let reply = plain.get(2024, 1).await;
+    assert_eq!(
+        (reply.status, reply.error_code()),
+        (503, "database_unavailable")
+    );
+    assert_eq!(
+        plain
+            .send(plain.client.get(plain.url("/healthz")))
+            .await
+            .status,
+        200,
+        "stays alive"
+    );
+    let reply = with_fallback.get(2024, 1).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    cluster.start_replica();
+    eventually("the replica serves again", || async {
+        plain.get(2024, 1).await.status == 200
+    })
+    .await;
+}

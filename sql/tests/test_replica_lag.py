@@ -1,0 +1,79 @@
+"""replica-lag.sh against a real streaming replica whose WAL replay is paused."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import as_pg, free_port, pg_bindir
+
+
+@pytest.fixture
+def standby(server, tmp_path):
+    """A streaming replica of the throwaway server, cloned with pg_basebackup."""
+    bindir = pg_bindir()
+    data = server.root / f"standby-{os.getpid()}-{time.monotonic_ns()}"
+    port = free_port()
+    subprocess.run(as_pg(["env", f"PGPASSWORD={server.password}", str(bindir / "pg_basebackup"),
+                          "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+                          "-D", str(data), "-R", "-X", "stream", "-c", "fast", "--no-sync"]),
+                   check=True, capture_output=True)
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(f"port = {port}\n")
+    subprocess.run(as_pg([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run(as_pg([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_lag_is_zero_when_the_replica_has_replayed_everything(server, database, run_op, standby):
+    result = run_op("replica-lag.sh", "--max-lag", "5", database=database, REPLICA_PGPORT=str(standby))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "streaming" in result.stdout
+    assert "lag as the read functions see it: 0s" in result.stdout
+
+
+def test_paused_replay_shows_growing_lag_on_both_sides_and_fails_the_limit(server, database, run_op, standby):
+    replica = dict(PGPORT=str(standby), PGUSER="postgres", PGPASSWORD=server.password, PGDATABASE=database)
+    env = {**server.env(database), **replica}
+    for _ in range(100):  # the standby must have the database before we pause it
+        if subprocess.run(["psql", "-X", "-Atc", "SELECT 1"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    subprocess.run(["psql", "-X", "-c", "SELECT pg_wal_replay_pause()"], env=env, check=True, capture_output=True)
+    for n in range(3):
+        server.psql(database, f"INSERT INTO student_results VALUES ({n + 1}, 50, 2024)")
+        time.sleep(1)
+
+    result = run_op("replica-lag.sh", "--max-lag", "1", database=database, REPLICA_PGPORT=str(standby))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "replica is LAGGING" in result.stdout
+    lag = float(result.stdout.split("lag as the read functions see it: ")[1].split("s")[0])
+    assert lag >= 2
+    replica_row = result.stdout.split("== replica")[1].splitlines()[3]
+    assert replica_row.split("|")[1].strip() == "t"  # replay_paused
+    assert int(replica_row.split("|")[4]) > 0  # unreplayed bytes
+    # The primary sees the same standby behind by some WAL.
+    primary_row = result.stdout.split("pg_stat_replication")[1].splitlines()[3]
+    assert int(primary_row.split("|")[6]) > 0
+
+    subprocess.run(["psql", "-X", "-c", "SELECT pg_wal_replay_resume()"], env=env, check=True, capture_output=True)
+    for _ in range(50):
+        ok = run_op("replica-lag.sh", "--max-lag", "1", database=database, REPLICA_PGPORT=str(standby))
+        if ok.returncode == 0:
+            break
+        time.sleep(0.2)
+    assert ok.returncode == 0, ok.stdout
+
+
+def test_an_unreachable_replica_is_reported_and_fails_the_limit(server, database, run_op):
+    result = run_op("replica-lag.sh", "--max-lag", "5", database=database, REPLICA_PGPORT=str(free_port()))
+    assert result.returncode == 1
+    assert "replica unreachable" in result.stdout
