@@ -185,7 +185,8 @@ def cmd_deploy_candidates(args: argparse.Namespace) -> int:
         revision = f"{fn}-{args.suffix}"
         state = cluster.get(fn)
         stable = state.stable_revision(exclude=revision)
-        if state.percent_of(revision) == 100:
+        cand = state.tagged(CANDIDATE_TAG)
+        if state.percent_of(revision) == 100 and not (cand and cand.revision == revision):
             print(f"{fn}: {revision} already serves 100%, left as is")
             continue
         traffic = [TrafficTarget(revision, 0 if stable else 100, CANDIDATE_TAG)]

@@ -151,7 +151,9 @@ class Rollout:
         state = self.cluster.get(cfg.function)
         stable = state.stable_revision(exclude=cfg.revision)
         report = RolloutReport(cfg.function, stable, cfg.revision)
-        if state.percent_of(cfg.revision) == 100 and state.routes_reconciled:
+        cand_tag = state.tagged(CANDIDATE_TAG)
+        still_candidate = cand_tag is not None and cand_tag.revision == cfg.revision
+        if state.percent_of(cfg.revision) == 100 and state.routes_reconciled and not still_candidate:
             report.decision, report.reason = Decision.UNCHANGED, f"{cfg.revision} already serves 100%"
             return report
         keep = self._kept_previous(state, stable)

@@ -197,3 +197,21 @@ def test_the_summary_table_names_revisions_steps_numbers_and_decision(prometheus
 def test_bad_rollout_settings_are_refused(kw, msg):
     with pytest.raises(ValueError, match=msg):
         config(kw.pop("revision", "get-result-x"), **kw)
+
+
+def test_a_first_rollout_with_nothing_to_fall_back_on_is_still_smoke_tested_and_gated(prometheus):
+    # deploy-candidates put the only revision at 100 % under the candidate tag
+    cluster = RecordedCluster("get-result-first-candidate.json", "get-result-good001", on_deploy=())
+    smoked = []
+    report, cluster, _ = run(prometheus, "get-result-good001", cluster=cluster,
+                             smoke=lambda url: smoked.append(url) or [])
+    assert report.decision is Decision.PROMOTED and report.old_revision is None
+    assert smoked and all(len(s.checks) == 4 for s in report.steps)
+    assert cluster.splits()[-1] == [("get-result-good001", 100, None)]  # the candidate tag is gone
+
+
+def test_a_bad_first_rollout_fails_loudly_because_there_is_nothing_to_roll_back_to(prometheus):
+    cluster = RecordedCluster("get-result-first-candidate.json", "get-result-bad0001", on_deploy=())
+    report, cluster, _ = run(prometheus, "get-result-bad0001", cluster=cluster)
+    assert report.decision is Decision.FAILED
+    assert report.reason.endswith("(first deploy: no previous revision to roll back to)")
