@@ -203,6 +203,40 @@ def service_dashboard() -> dict:
     req = f"http_server_request_duration_seconds_count{{{FN}, {NOT_PROBES}}}"
     bucket = f"http_server_request_duration_seconds_bucket{{{FN}, {NOT_PROBES}}}"
 
+    L.row("At a glance")
+    L.add(stat(
+        "Requests per second", "All functions together, health probes excluded.", "reqps",
+        [target(f"sum(rate({req}[$__rate_interval]))", "requests/s", "local")],
+        thresholds((None, "green")), decimals=1), w=4)
+    L.add(stat(
+        "5xx ratio", "Share of requests answered with a 5xx. SLO: 0.1 %.", "percentunit",
+        [target(f'(\n  sum(rate(http_server_request_duration_seconds_count{{{FN}, {NOT_PROBES}, '
+                f'http_response_status_code=~"5.."}}[$__rate_interval]))\n  or\n'
+                f"  0 * sum(rate({req}[$__rate_interval]))\n)\n/\n"
+                f"sum(rate({req}[$__rate_interval]))", "5xx", "local")],
+        thresholds((None, "green"), (0.001, "orange"), (0.0144, "red")), decimals=2), w=4)
+    L.add(stat(
+        "p99 latency", "99th percentile over all functions. Objective: 99 % within 250 ms.", "s",
+        [target(f"histogram_quantile(0.99, sum by (le) (rate({bucket}[$__rate_interval])))",
+                "p99", "local")],
+        thresholds((None, "green"), (0.25, "red")), decimals=3), w=4)
+    L.add(stat(
+        "Clients waiting in PgBouncer", "Client connections queued for a server connection, "
+        "all pooler pods.", "short",
+        [target(f'sum(pgbouncer_pools_client_waiting_connections{{{NS}, database!="pgbouncer"}})',
+                "waiting", "local")],
+        thresholds((None, "green"), (1, "orange"), (10, "red")), decimals=0), w=4)
+    L.add(stat(
+        "Worst replica lag", "The largest replication lag of any PostgreSQL replica.", "s",
+        [target(f"max(cnpg_pg_replication_lag{{{NS}}})", "lag", "local")],
+        thresholds((None, "green"), (10, "orange"), (30, "red")), decimals=1), w=4)
+    L.add(stat(
+        "Fullest volume", "The most used persistent volume in the namespace (kubelet, cluster "
+        "only): the PostgreSQL data and WAL volumes.", "percentunit",
+        [target(f"max(\n  kubelet_volume_stats_used_bytes{{{NS}}}\n  /\n"
+                f"  kubelet_volume_stats_capacity_bytes{{{NS}}}\n)", "used", "kubernetes")],
+        thresholds((None, "green"), (0.75, "yellow"), (0.85, "orange"), (0.97, "red")), decimals=1), w=4)
+
     L.row("Requests (function metrics)")
     L.add(timeseries(
         "Request rate by function", "Requests per second each function answers, health probes excluded.",
