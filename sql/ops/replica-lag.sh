@@ -57,6 +57,12 @@ SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_xact_replay_timestamp() AS last_replayed_commit,
        round(($FUNCTION_LAG_SQL)::numeric, 3) AS function_lag_seconds"
 say "lag as the read functions see it: ${lag}s${max_lag:+ (limit ${max_lag}s)}"
+blind="$(PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" q -c "SELECT pg_last_xact_replay_timestamp() IS NULL
+  AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()")"
+if [ "$blind" = t ]; then
+  say "WARNING: WAL is waiting to be replayed but no commit has been replayed since the replica started,"
+  say "         so the time-based lag (and the functions' check) reads 0; judge by unreplayed_bytes above"
+fi
 if [ -n "$max_lag" ] && awk -v l="$lag" -v m="$max_lag" 'BEGIN { exit !(l > m) }'; then
   say "replica is LAGGING: read functions answer 503 replica_lagging, or read from READ_FALLBACK_DATABASE_URL if set"
   exit 1

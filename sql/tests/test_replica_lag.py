@@ -46,6 +46,15 @@ def test_paused_replay_shows_growing_lag_on_both_sides_and_fails_the_limit(serve
         if subprocess.run(["psql", "-X", "-Atc", "SELECT 1"], env=env, capture_output=True).returncode == 0:
             break
         time.sleep(0.1)
+    # One replayed commit first: until a standby has replayed a commit since it
+    # started, pg_last_xact_replay_timestamp() is NULL and the functions' lag
+    # measure reads 0 (see the next test).
+    server.psql(database, "INSERT INTO student_results VALUES (100, 50, 2024)")
+    for _ in range(100):
+        if subprocess.run(["psql", "-X", "-Atc", "SELECT count(*) FROM student_results"], env=env,
+                          capture_output=True, text=True).stdout.strip() == "1":
+            break
+        time.sleep(0.1)
     subprocess.run(["psql", "-X", "-c", "SELECT pg_wal_replay_pause()"], env=env, check=True, capture_output=True)
     for n in range(3):
         server.psql(database, f"INSERT INTO student_results VALUES ({n + 1}, 50, 2024)")
@@ -77,3 +86,17 @@ def test_an_unreachable_replica_is_reported_and_fails_the_limit(server, database
     result = run_op("replica-lag.sh", "--max-lag", "5", database=database, REPLICA_PGPORT=str(free_port()))
     assert result.returncode == 1
     assert "replica unreachable" in result.stdout
+
+
+def test_a_paused_standby_that_has_replayed_no_commit_yet_is_flagged(server, database, run_op, standby):
+    env = {**server.env(database), "PGPORT": str(standby)}
+    for _ in range(100):
+        if subprocess.run(["psql", "-X", "-Atc", "SELECT 1"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    subprocess.run(["psql", "-X", "-c", "SELECT pg_wal_replay_pause()"], env=env, check=True, capture_output=True)
+    server.psql(database, "INSERT INTO student_results VALUES (1, 50, 2024)")
+    time.sleep(1)
+    result = run_op("replica-lag.sh", database=database, REPLICA_PGPORT=str(standby))
+    assert result.returncode == 0
+    assert "no commit has been replayed since the replica started" in result.stdout
