@@ -172,3 +172,34 @@ def test_the_recorded_states_are_valid_knative_services(fixtures_dir):
     assert len(files) >= 7
     for f in files:
         assert k8s_validate.validate_objects([json.loads(f.read_text())]) == [], f.name
+
+
+def test_deploy_candidates_puts_every_candidate_at_zero_in_one_upgrade(tmp_path, fixtures_dir):
+    """The CLI path: kubectl reads each Service, one helm upgrade carries all."""
+    import json as _json
+    import os
+    import subprocess
+
+    kubectl = tmp_path / "kubectl"
+    # answers `kubectl get ksvc <name> ...` with the recorded stable state renamed to <name>
+    kubectl.write_text("#!/bin/sh\nsed \"s/get-result/$3/g\" " + str(fixtures_dir / "get-result-stable.json") + "\n")
+    kubectl.chmod(0o755)
+    _fake_helm(tmp_path)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", PYTHONPATH=str(REPO / ".github" / "promote"))
+    env.pop("GITHUB_SHA", None)
+    digests = {"get-result": "sha256:" + "aa" * 32, "list-results": "sha256:" + "bb" * 32}
+    proc = subprocess.run([sys.executable, "-m", "promote", "deploy-candidates", "--namespace", "exam-results",
+                           "--functions", "get-result,list-results", "--suffix", "abc1234", "--commit", "f" * 40,
+                           "--digests", _json.dumps(digests)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    calls = (tmp_path / "helm.log").read_text().splitlines()
+    assert len(calls) == 1 and f"--description chart@{'f' * 40}" in calls[0]
+    values = yaml.safe_load((tmp_path / "values.log").read_text())
+    assert values["functions"]["getResult"] == {
+        "traffic": [{"revisionName": "get-result-0a1b2c3", "percent": 100},
+                    {"revisionName": "get-result-abc1234", "percent": 0, "tag": "candidate"},
+                    {"revisionName": "get-result-7e8f901", "percent": 0, "tag": "previous"}],
+        "revision": "abc1234", "image": {"digest": digests["get-result"]}}
+    assert values["functions"]["listResults"]["traffic"][0] == {"revisionName": "list-results-0a1b2c3",
+                                                                "percent": 100}
+    assert values["functions"]["listResults"]["image"] == {"digest": digests["list-results"]}
