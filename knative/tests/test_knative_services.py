@@ -204,3 +204,25 @@ def test_disabled_function_renders_nothing_for_it(rendered_sets):
     minimal = rendered_sets["minimal"]
     assert "delete-result" not in ksvcs(minimal)
     assert "delete-result" not in minimal.names("ServiceAccount")
+
+
+def test_scaling_docs_table_matches_the_chart_defaults():
+    """docs/scaling.md's defaults table is what values.yaml says."""
+    text = (cs.REPO / "docs" / "scaling.md").read_text()
+    table = text.split("## Defaults (provisional)", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    values = cs.chart_defaults()["functions"]
+    assert set(rows) == {name for name, _ in cs.FUNCTIONS.values()}
+    for key, (name, access) in cs.FUNCTIONS.items():
+        fn, row = values[key], rows[name]
+        a = fn["autoscaling"]
+        expected = [name, access, str(a["target"]), f"{a['targetUtilizationPercentage']}%", str(fn["containerConcurrency"]),
+                    str(a["minScale"]), str(a["maxScale"]), str(a["initialScale"]), a["scaleDownDelay"]]
+        assert row[:9] == expected, name
+        pool = str(fn["database"]["poolSize"])
+        if fn["database"].get("readFallback"):
+            pool += f" (+{fn['database']['poolSize']} fallback)"
+        assert row[9] == pool, name
