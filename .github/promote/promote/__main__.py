@@ -310,6 +310,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:  # bad input (steps, digest, names)
         print(f"error: {exc}", file=sys.stderr)
         return 64
+    except RolloutFailed as exc:  # kubectl/helm failed before anything was changed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -166,9 +166,13 @@ class Rollout:
                 report.steps.append(step)
                 self._shift(stable, pct, keep)
                 self._bake(step)
-        except RolloutFailed as exc:
-            report.reason = str(exc)
-            log.error("%s: %s", cfg.function, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, traffic goes back
+            if isinstance(exc, RolloutFailed):
+                report.reason = str(exc)
+                log.error("%s: %s", cfg.function, exc)
+            else:
+                report.reason = f"unexpected error: {exc.__class__.__name__}: {exc}"
+                log.exception("%s: unexpected error during the rollout", cfg.function)
             if stable is None:
                 report.decision = Decision.FAILED
                 report.reason += " (first deploy: no previous revision to roll back to)"

@@ -215,3 +215,17 @@ def test_a_bad_first_rollout_fails_loudly_because_there_is_nothing_to_roll_back_
     report, cluster, _ = run(prometheus, "get-result-bad0001", cluster=cluster)
     assert report.decision is Decision.FAILED
     assert report.reason.endswith("(first deploy: no previous revision to roll back to)")
+
+
+def test_an_unexpected_error_mid_rollout_still_rolls_back(prometheus):
+    class Exploding(RecordedCluster):
+        def apply(self, function, revision, digest, traffic):
+            if any(t.percent == 50 for t in traffic):
+                raise KeyError("status")  # e.g. a malformed object from the API server
+            super().apply(function, revision, digest, traffic)
+
+    cluster = Exploding("get-result-stable.json", "get-result-good001")
+    report, cluster, _ = run(prometheus, "get-result-good001", cluster=cluster)
+    assert report.decision is Decision.ROLLED_BACK
+    assert report.reason == "unexpected error: KeyError: 'status'"
+    assert cluster.current().percent_of(OLD) == 100
