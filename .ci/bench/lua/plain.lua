@@ -1,0 +1,3 @@
+-- A fixed request (the URL given to wrk), e.g. GET /healthz: only adds the
+-- machine-readable summary line of common.lua.
+dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")

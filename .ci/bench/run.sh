@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: results-day benchmarks against the local stack (`make up` first).
+#
+#   .ci/bench/run.sh                    # full run, about 10 minutes
+#   BENCH_QUICK=1 .ci/bench/run.sh      # short version, under 2 minutes
+#   BENCH_ONLY=point,sweep .ci/bench/run.sh
+#
+# Settings (environment): BENCH_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
+# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_PERF, BENCH_OUT;
+# see .ci/bench/bench.py. Results: bench-results/<UTC timestamp>.md (+ .json).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+missing=()
+for tool in wrk pgbench psql; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]}; install the packages in .ci/apt-bench.txt (apt-get install $(grep -v '^#' "$ROOT/.ci/apt-bench.txt" | xargs))" >&2
+  exit 1
+fi
+cd "$ROOT"
+exec python3 "$ROOT/.ci/bench/bench.py" "$@"
