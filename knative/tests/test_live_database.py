@@ -237,6 +237,9 @@ def test_pgbouncer_serves_both_logical_databases_with_scram(pgbouncer, postgres)
     port, _, _ = pgbouncer
     assert psql(port, "exam_results", "SELECT current_database()").stdout.strip() == "exam_results"
     assert psql(port, "exam_results_ro", "SELECT current_database()").stdout.strip() == "exam_results"
+    # the server-side statement_timeout backstop (connect_query) is in force on pooled connections
+    assert psql(port, "exam_results", "SHOW statement_timeout").stdout.strip() == "10s"
+    assert psql(port, "exam_results_ro", "SHOW statement_timeout").stdout.strip() == "10s"
     wrong = psql(port, "exam_results", "SELECT 1", password="wrong", check=False)
     assert wrong.returncode != 0 and "authentication failed" in wrong.stderr
 

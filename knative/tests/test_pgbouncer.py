@@ -94,6 +94,13 @@ def test_config_pools_transactions_over_two_logical_databases(default_render):
     assert set(settings["ignore_startup_parameters"].split(",")) >= {"extra_float_digits"}
     assert settings["max_client_conn"] == "1000"
     assert settings["unix_socket_dir"] == ""
+    for database in databases.values():
+        assert database.endswith("connect_query='SET statement_timeout = 10000'")
+
+
+def test_server_statement_timeout_backstop_can_be_turned_off():
+    ini = pgbouncer_ini(cs.render(sets=("pgbouncer.serverStatementTimeoutMs=0",)))
+    assert not any("connect_query" in d for d in ini["databases"].values())
 
 
 def test_credentials_come_from_the_connection_secret_as_files(default_render):

@@ -54,6 +54,8 @@ def test_a_reserved_metrics_port_is_refused():
     (("functions.getResult.autoscaling.maxScale=0",), "/functions/getResult/autoscaling/maxScale"),
     (("functions.getResult.timeoutSeconds=10",), "shutdownDrainSeconds 20 must be below timeoutSeconds 10"),
     (("functionDefaults.securityContext.runAsNonRoot=false",), "/functionDefaults/securityContext/runAsNonRoot"),
+    (("functions.listResults.database.statementTimeoutMs=15000",),
+     "functions.listResults: database.statementTimeoutMs 15000 must be below pgbouncer.serverStatementTimeoutMs 10000"),
 ])
 def test_inconsistent_settings_are_refused(sets, expected):
     assert expected in cs.render_error(sets=sets)

@@ -51,6 +51,10 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- if and (eq $as.metric "concurrency") (gt (int $fn.containerConcurrency) 0) (gt (int $as.target) (int $fn.containerConcurrency)) -}}
 {{- fail (printf "%s: autoscaling.target %d is above containerConcurrency %d (the soft target must not exceed the hard limit)" $where (int $as.target) (int $fn.containerConcurrency)) -}}
 {{- end -}}
+{{- $stmt := int ($fn.database.statementTimeoutMs | default $v.functionDefaults.database.statementTimeoutMs) -}}
+{{- if and (gt (int $p.serverStatementTimeoutMs) 0) (le (int $p.serverStatementTimeoutMs) $stmt) -}}
+{{- fail (printf "%s: database.statementTimeoutMs %d must be below pgbouncer.serverStatementTimeoutMs %d (the server-side backstop)" $where $stmt (int $p.serverStatementTimeoutMs)) -}}
+{{- end -}}
 {{- if ge (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds) -}}
 {{- fail (printf "%s: functionDefaults.shutdownDrainSeconds %d must be below timeoutSeconds %d" $where (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds)) -}}
 {{- end -}}
