@@ -54,6 +54,8 @@ def test_a_reserved_metrics_port_is_refused():
     (("functions.getResult.autoscaling.maxScale=0",), "/functions/getResult/autoscaling/maxScale"),
     (("functions.getResult.timeoutSeconds=10",), "shutdownDrainSeconds 20 must be below timeoutSeconds 10"),
     (("functionDefaults.securityContext.runAsNonRoot=false",), "/functionDefaults/securityContext/runAsNonRoot"),
+    (("functions.getResult.extraEnv[0].name=DATABASE_URL", "functions.getResult.extraEnv[0].value=postgres://db:5432/x"),
+     "functions.getResult.extraEnv: DATABASE_URL is set by the chart"),
     (("functions.listResults.database.statementTimeoutMs=15000",),
      "functions.listResults: database.statementTimeoutMs 15000 must be below pgbouncer.serverStatementTimeoutMs 10000"),
 ])
@@ -65,3 +67,9 @@ def test_the_concurrency_target_is_one_set_away_and_stays_valid():
     rendered = cs.render(sets=("functions.listResults.autoscaling.target=45",))
     ksvc = rendered.one("Service", "list-results")
     assert ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "45"
+
+
+def test_extra_env_reaches_the_container():
+    rendered = cs.render(sets=("functions.getResult.extraEnv[0].name=RUST_BACKTRACE", "functions.getResult.extraEnv[0].value=1"))
+    env = cs.env_map(cs.ksvc_container(rendered.one("Service", "get-result")))
+    assert env["RUST_BACKTRACE"] == {"name": "RUST_BACKTRACE", "value": "1"}

@@ -58,6 +58,12 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- if ge (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds) -}}
 {{- fail (printf "%s: functionDefaults.shutdownDrainSeconds %d must be below timeoutSeconds %d" $where (int $v.functionDefaults.shutdownDrainSeconds) (int $fn.timeoutSeconds)) -}}
 {{- end -}}
+{{- $managed := list "METRICS_PORT" "DATABASE_USER" "DATABASE_PASSWORD" "DATABASE_URL" "READ_FALLBACK_DATABASE_URL" "MAX_REPLICA_LAG_SECONDS" "WRITE_TOKENS" "DATABASE_POOL_SIZE" "DATABASE_POOL_TIMEOUT_MS" "DATABASE_CONNECT_TIMEOUT_MS" "DATABASE_STATEMENT_TIMEOUT_MS" "LOG_LEVEL" "LOG_FORMAT" "SHUTDOWN_DRAIN_SECONDS" "EXAM_YEAR_MIN" "EXAM_YEAR_MAX" -}}
+{{- range $fn.extraEnv | default list -}}
+{{- if has .name $managed -}}
+{{- fail (printf "%s.extraEnv: %s is set by the chart; use the matching value instead of extraEnv" $where .name) -}}
+{{- end -}}
+{{- end -}}
 {{- if $fn.revision -}}
 {{- $rev := printf "%s-%s" $meta.name $fn.revision -}}
 {{- if gt (len $rev) 63 -}}
