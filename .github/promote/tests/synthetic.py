@@ -37,6 +37,11 @@ class Scenario:
     #: /readyz answered 503 at this rate (probe routes must be ignored)
     probe_failures_per_s: float = 0.0
     function: str = "get-result"
+    #: seconds of samples from the start; the "live" scenarios reach past
+    #: the wall clock so that the command line can be tested in real time
+    duration: int = DURATION
+    #: seconds after the common start where this scenario's samples begin
+    offset: int = 0
 
 
 def _flapping_errors(t: int) -> float:
@@ -59,6 +64,10 @@ SCENARIOS = (
     Scenario("get-result-idle001", rps=lambda t: 0, error_share=lambda t: 0.0),
     # the old stable revision: 5 % errors, to prove only the candidate is read
     Scenario("get-result-0a1b2c3", rps=lambda t: 180, error_share=lambda t: 0.05),
+    # from 30 minutes ago until an hour from now (the common start is two
+    # hours ago): for the end-to-end command-line test, which runs in real time
+    Scenario("get-result-live0ok", rps=lambda t: 20, error_share=lambda t: 0.0, offset=5400, duration=5400),
+    Scenario("get-result-live0bad", rps=lambda t: 20, error_share=lambda t: 0.2, offset=5400, duration=5400),
 )
 #: A revision with no series at all (metrics not scraped / label missing).
 MISSING_REVISION = "get-result-nodata01"
@@ -72,7 +81,7 @@ def _labels(s: Scenario, **extra: str) -> str:
 
 
 def openmetrics(start: int) -> str:
-    """All scenarios from ``start`` (unix seconds) for DURATION seconds."""
+    """All scenarios from ``start`` (unix seconds), each for its duration."""
     families: list[str] = [f"# TYPE {METRIC} histogram", f"# UNIT {METRIC} seconds"]
     for s in SCENARIOS:
         # (route, method, status, latency mix) -> cumulative request count
@@ -87,7 +96,7 @@ def openmetrics(start: int) -> str:
         cum: dict = {g: [0.0] * (len(BUCKETS) + 1) for g in groups}
         sums: dict = {g: 0.0 for g in groups}
         rows: dict = {g: [] for g in groups}
-        for t in range(0, DURATION, SCRAPE):
+        for t in range(0, s.duration, SCRAPE):
             n = s.rps(t) * SCRAPE
             err = n * s.error_share(t)
             nf = n * s.not_found_share
@@ -104,7 +113,7 @@ def openmetrics(start: int) -> str:
                     for i in range(idx, len(BUCKETS) + 1):
                         cum[g][i] += count * share
                     sums[g] += count * share * upper * 0.6
-                rows[g].append((start + t, list(cum[g]), sums[g]))
+                rows[g].append((start + s.offset + t, list(cum[g]), sums[g]))
         for g, samples in rows.items():
             route, method, status, _ = g
             lab = _labels(s, http_request_method=method, http_route=route, http_response_status_code=status)
