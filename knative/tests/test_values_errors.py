@@ -70,6 +70,6 @@ def test_the_concurrency_target_is_one_set_away_and_stays_valid():
 
 
 def test_extra_env_reaches_the_container():
-    rendered = cs.render(sets=("functions.getResult.extraEnv[0].name=RUST_BACKTRACE", "functions.getResult.extraEnv[0].value=1"))
+    rendered = cs.render(sets=("functions.getResult.extraEnv[0].name=RUST_BACKTRACE", "functions.getResult.extraEnv[0].value=full"))
     env = cs.env_map(cs.ksvc_container(rendered.one("Service", "get-result")))
-    assert env["RUST_BACKTRACE"] == {"name": "RUST_BACKTRACE", "value": "1"}
+    assert env["RUST_BACKTRACE"] == {"name": "RUST_BACKTRACE", "value": "full"}
