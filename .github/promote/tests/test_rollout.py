@@ -229,3 +229,13 @@ def test_an_unexpected_error_mid_rollout_still_rolls_back(prometheus):
     assert report.decision is Decision.ROLLED_BACK
     assert report.reason == "unexpected error: KeyError: 'status'"
     assert cluster.current().percent_of(OLD) == 100
+
+
+def test_the_first_pipeline_deploy_after_a_plain_helm_install_pins_the_generated_revision(prometheus):
+    # `helm install` with the chart defaults: no BYO name, latestRevision: true at 100 %
+    cluster = RecordedCluster("get-result-initial-install.json", "get-result-good001")
+    report, cluster, _ = run(prometheus, "get-result-good001", cluster=cluster)
+    assert report.old_revision == "get-result-00001"
+    assert report.decision is Decision.PROMOTED
+    assert cluster.splits()[0][:2] == [("get-result-00001", 100, None), ("get-result-good001", 0, "candidate")]
+    assert cluster.splits()[-1] == [("get-result-good001", 100, None), ("get-result-00001", 0, "previous")]
