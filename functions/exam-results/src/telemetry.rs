@@ -41,6 +41,16 @@ pub const DURATION_BUCKETS: [f64; 13] = [
 ];
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+static FUNCTION: OnceLock<&'static str> = OnceLock::new();
+
+/// Names this process's function in every request log line.
+pub fn set_function(name: &'static str) {
+    let _ = FUNCTION.set(name);
+}
+
+fn function() -> &'static str {
+    FUNCTION.get().copied().unwrap_or("unknown")
+}
 
 /// Installs the JSON (or pretty) log subscriber. Safe to call more than once.
 pub fn init_logging(level: &str, format: LogFormat) {
@@ -124,6 +134,7 @@ pub fn record_request(record: RequestRecord<'_>) {
     let latency_ms = record.elapsed.as_secs_f64() * 1000.0;
     if record.status >= 500 {
         tracing::error!(
+            function = function(),
             method = record.method,
             route = record.route,
             path = record.path,
@@ -136,6 +147,7 @@ pub fn record_request(record: RequestRecord<'_>) {
         );
     } else {
         tracing::info!(
+            function = function(),
             method = record.method,
             route = record.route,
             path = record.path,

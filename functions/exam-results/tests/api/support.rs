@@ -228,7 +228,7 @@ impl Cluster {
         // Accepting TCP is not the same as accepting logins.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = Command::new("pg_isready")
+            let ready = Command::new(pg_bin("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &self.pg_port.to_string()])
                 .status()
                 .map(|s| s.success())
@@ -326,7 +326,7 @@ impl Cluster {
             );
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new("pg_isready")
+        while !Command::new(pg_bin("pg_isready"))
             .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
             .status()
             .map(|s| s.success())
