@@ -53,5 +53,5 @@ elapsed=$(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - 
 total="$(grep '^TOTAL|' "$census" | cut -d'|' -f2)"
 say "backup written: $file ($(du -h "$file" | cut -f1), $total rows, ${elapsed}s)"
 say "census:         $census"
-column -t -s '|' < <(grep -v '^#' "$census") 2>/dev/null || grep -v '^#' "$census"
+{ echo "partition|rows|md5"; grep -v '^#' "$census"; } | { column -t -s '|' 2>/dev/null || cat; }
 say "restore with:   make restore FILE=$file   (or sql/ops/restore.sh $file)"

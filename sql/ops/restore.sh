@@ -57,7 +57,7 @@ elapsed=$(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - 
 
 census="$(PGUSER="$ADMIN_PGUSER" PGPASSWORD="$ADMIN_PGPASSWORD" q -d "$target" -c "$CENSUS_SQL")"
 say "restored in ${elapsed}s; per-partition rows and md5 in $target:"
-column -t -s '|' <<< "$census" 2>/dev/null || echo "$census"
+printf 'partition|rows|md5\n%s\n' "$census" | { column -t -s '|' 2>/dev/null || cat; }
 
 verdict="no census file beside the backup: nothing to compare with"
 if [ -f "$file.census" ]; then

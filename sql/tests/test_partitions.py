@@ -2,6 +2,7 @@
 
 import pathlib
 import subprocess
+import time
 
 from conftest import census, seed
 
@@ -49,14 +50,15 @@ def test_ensure_rejects_years_outside_the_supported_range_and_bad_input(server, 
     assert not any(p.endswith(("1999", "2101")) for p in partitions(server, database))
 
 
-def test_concurrent_ensure_calls_create_the_partition_exactly_once(server, database, run_op):
-    procs = [subprocess.Popen(
-        [str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh"), "ensure", "2050"],
-        env=server.env(database, PGUSER="exam_app"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(4)]
-    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
-    assert all(rc == 0 for _, _, rc in results), results
-    assert partitions(server, database).count("student_results_2050") == 1
+def test_concurrent_ensure_calls_create_the_partition_exactly_once_and_all_succeed(server, database, run_op):
+    script = str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh")
+    for year in (2050, 2051, 2052):
+        procs = [subprocess.Popen([script, "ensure", str(year)], env=server.env(database, PGUSER="exam_app"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+        results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+        assert all(rc == 0 for _, _, rc in results), results
+        assert partitions(server, database).count(f"student_results_{year}") == 1
 
 
 def test_detach_removes_the_year_from_the_table_and_archives_every_row(server, database, run_op, tmp_path):
@@ -132,3 +134,30 @@ def test_detach_of_a_missing_year_fails_and_changes_nothing(server, database, ru
     assert result.returncode != 0
     assert "no table student_results_2077" in result.stderr
     assert not (tmp_path / "archive").exists() or not any((tmp_path / "archive").iterdir())
+
+
+def test_ensure_waiting_on_an_uncommitted_creator_returns_the_partition_instead_of_failing(server, database):
+    """Caller B runs while caller A has created the partition but not committed yet."""
+    env = server.env(database, PGUSER="exam_app")
+    a = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    a.stdin.write("BEGIN; SELECT ensure_exam_year_partition(2060);\n")
+    a.stdin.flush()
+    for _ in range(100):
+        if server.scalar(database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") != "0":
+            break
+        time.sleep(0.05)
+    b = subprocess.Popen(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c",
+                          "SELECT ensure_exam_year_partition(2060)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(100):  # B is now waiting for A's advisory lock
+        if server.scalar(database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") != "0":
+            break
+        time.sleep(0.05)
+    a.stdin.write("COMMIT;\n")
+    a.stdin.close()
+    a.wait(timeout=30)
+    out, err = b.communicate(timeout=30)
+    assert b.returncode == 0, err
+    assert out.strip() == "student_results_2060"
+    assert partitions(server, database).count("student_results_2060") == 1
