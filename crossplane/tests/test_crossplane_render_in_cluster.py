@@ -171,7 +171,15 @@ def test_pod_monitor_scrapes_the_cluster_instances_metrics_port(render, examples
 
 
 def test_monitoring_can_be_switched_off(render, examples, admit):
-    assert not render(admit(examples["dev"], monitoring={"enabled": False})).by_kind("PodMonitor")
+    rendered = render(admit(examples["dev"], monitoring={"enabled": False}))
+    assert not rendered.by_kind("PodMonitor")
+    assert "monitoring" not in rendered.one("Cluster")["spec"]
+
+
+def test_monitoring_loads_the_charts_partition_size_queries(render, examples, admit):
+    cluster = render(admit(examples["prod"])).one("Cluster")
+    assert cluster["spec"]["monitoring"]["customQueriesConfigMap"] == [
+        {"name": "exam-results-cnpg-queries", "key": "queries"}]
 
 
 def test_xr_status_reports_endpoints_and_ready_instances_from_the_observed_cluster(render, examples, admit):
