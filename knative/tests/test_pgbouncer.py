@@ -56,6 +56,7 @@ def test_pdb_selects_pgbouncer_and_rollouts_never_drop_below_it(rendered_sets, v
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] >= 1
+    assert deployment["spec"]["minReadySeconds"] > 0
 
 
 def test_pods_carry_the_contract_labels(default_render):
