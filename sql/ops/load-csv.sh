@@ -20,7 +20,9 @@
 # missing, a concurrent writer inserted one of the keys, the server went
 # away) also leaves nothing behind (exit 2).
 #
-# REJECTS_FILE=path writes every rejected record, with its reason, as CSV.
+# The report lists the first REPORT_ROWS (default 20) rejected records and a
+# count per reason; REJECTS_FILE=path writes every rejected record, with its
+# reason, as CSV.
 # Connection settings: see lib.sh.
 set -euo pipefail
 # shellcheck source=sql/ops/lib.sh
@@ -49,6 +51,8 @@ for needed in roll_number marks; do
 done
 collist="$(IFS=,; echo "${columns[*]}")"
 partition="student_results_$year"
+report_rows="${REPORT_ROWS:-20}"
+[[ "$report_rows" =~ ^[0-9]+$ ]] || die "REPORT_ROWS must be a number"
 
 rejects_out=""
 [ -n "${REJECTS_FILE:-}" ] && rejects_out="\\copy (SELECT record, roll_number, exam_year, marks, reason FROM csv_checked WHERE reason IS NOT NULL ORDER BY record) TO '${REJECTS_FILE//\'/\'\'}' WITH (FORMAT csv, HEADER true)"
@@ -115,9 +119,11 @@ SELECT format('load-csv: %s -> %s', :'file', :'partition') AS line1,
 \echo :line3
 \if :has_rejects
   \echo ''
-  \echo 'rejected records (record = data row number, header not counted; first 50):'
+  SELECT format('rejected records (record = data row number, header not counted; %s of %s shown):',
+                least(:rejected, $report_rows), :rejected) AS line6 \gset
+  \echo :line6
   SELECT record, roll_number, exam_year, marks, reason FROM csv_checked
-  WHERE reason IS NOT NULL ORDER BY record LIMIT 50;
+  WHERE reason IS NOT NULL ORDER BY record LIMIT $report_rows;
   \echo 'rejections by reason:'
   SELECT reason, count(*) AS records FROM csv_checked WHERE reason IS NOT NULL GROUP BY reason ORDER BY count(*) DESC, reason;
   $rejects_out

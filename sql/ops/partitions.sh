@@ -80,7 +80,7 @@ detach() {
 list() {
   psql -X -q -v ON_ERROR_STOP=1 -c "
     SELECT c.relname AS partition, pg_get_expr(c.relpartbound, c.oid) AS bound,
-           (SELECT reltuples::bigint FROM pg_class WHERE oid = c.oid) AS approx_rows,
+           CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS approx_rows,
            pg_size_pretty(pg_total_relation_size(c.oid)) AS total_size
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = 'student_results'::regclass ORDER BY c.relname"
