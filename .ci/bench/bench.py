@@ -72,7 +72,8 @@ class Settings:
     """What to run, from the environment (defaults in brackets)."""
 
     quick: bool  # BENCH_QUICK=1: the < 2 minute version
-    duration: float  # BENCH_DURATION seconds per load run [8; quick 2]
+    duration: float  # BENCH_DURATION seconds per load run [6; quick 2]
+    sweep_duration: float  # BENCH_SWEEP_DURATION seconds per capacity-sweep point [4; quick 2]
     connections: list[int]  # BENCH_CONNECTIONS point-read client counts [16 64 256; quick 64]
     sweep: list[int]  # BENCH_SWEEP get-result concurrency [1 2 4 .. 512; quick 1 4 16 64 256]
     pools: list[int]  # BENCH_POOLS pool sizes tried at 64 in flight [4 8 16 32 64; quick 8 32]
@@ -98,7 +99,8 @@ class Settings:
             raise SystemExit(f"BENCH_ONLY: unknown scenario(s) {sorted(unknown)}; known: {sorted(scenarios)}")
         return cls(
             quick=quick,
-            duration=float(env.get("BENCH_DURATION", "2" if quick else "8")),
+            duration=float(env.get("BENCH_DURATION", "2" if quick else "6")),
+            sweep_duration=float(env.get("BENCH_SWEEP_DURATION", "2" if quick else "4")),
             connections=_ints(env.get("BENCH_CONNECTIONS", "64" if quick else "16 64 256")),
             sweep=_ints(env.get("BENCH_SWEEP", "1 4 16 64 256" if quick else "1 2 4 8 16 32 64 128 256 512")),
             pools=_ints(env.get("BENCH_POOLS", "8 32" if quick else "4 8 16 32 64")),
@@ -569,8 +571,8 @@ class Bench:
         return outputs, cpu
 
     def run_wrk(self, port: int, conns: int, script: str = "", path: str = "/", args=(),
-                sampler=None) -> dict:
-        d = self.s.duration
+                sampler=None, duration: Optional[float] = None) -> dict:
+        d = duration or self.s.duration
         outputs, cpu = self.measure(lambda: [self.wrk(port, conns, d, script, path, args)], d,
                                     warmup=min(0.5, d / 4), sampler=sampler)
         _, out, rc = outputs[0]
@@ -600,7 +602,8 @@ class Bench:
 
     # ---- own function processes
 
-    def function_env(self, name: str, port: int, pool: int, log_level: str = "info") -> dict:
+    def function_env(self, name: str, port: int, pool: int, log_level: str = "info",
+                     extra: Optional[dict] = None) -> dict:
         out = subprocess.run([str(ROOT / ".ci/stack.sh"), "env", name, str(port)], capture_output=True,
                              text=True, check=True, env=dict(os.environ, DATABASE_POOL_SIZE=str(pool),
                                                              LOG_LEVEL=log_level)).stdout
@@ -610,6 +613,7 @@ class Bench:
                 k, v = line.split("=", 1)
                 env[k] = v
         env["SHUTDOWN_DRAIN_SECONDS"] = "1"
+        env.update(extra or {})
         return env
 
     def binary(self, name: str) -> Path:
@@ -618,9 +622,10 @@ class Bench:
             raise SystemExit(f"{path} missing: `make up` builds the release binaries")
         return path
 
-    def start_function(self, name: str, pool: int, log_level: str = "info") -> tuple[subprocess.Popen, int]:
+    def start_function(self, name: str, pool: int, log_level: str = "info",
+                       extra: Optional[dict] = None) -> tuple[subprocess.Popen, int]:
         port = free_port_pair()
-        env = self.function_env(name, port, pool, log_level)
+        env = self.function_env(name, port, pool, log_level, extra)
         log = open(self.tmp / f"{name}-{port}.log", "ab")
         proc = subprocess.Popen([str(self.binary(name))], env=env, stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL)
@@ -741,7 +746,8 @@ class Bench:
             ["PgBouncer", version(["sh", "-c", "pgbouncer --version 2>/dev/null || /usr/sbin/pgbouncer --version"])],
             ["wrk", version(["sh", "-c", "wrk -v 2>&1 | head -1"])],
             ["commit", commit],
-            ["mode", ("quick (BENCH_QUICK=1)" if self.s.quick else "full") + f", {self.s.duration:g} s per run"],
+            ["mode", ("quick (BENCH_QUICK=1)" if self.s.quick else "full") +
+             f", {self.s.duration:g} s per run, {self.s.sweep_duration:g} s per sweep point"],
             ["load average before the run", " ".join(open("/proc/loadavg").read().split()[:3])],
             ["CPU busy before the run (2 s sample, cores)", f"{idle['machine busy']:.2f} of {os.cpu_count()}"],
         ]
@@ -932,7 +938,7 @@ class Bench:
                 def sample():
                     peak["rss"] = max(peak["rss"], rss_kib(proc.pid).get("VmRSS", 0))
 
-                res = self.run_wrk(port, c, script, args=args, sampler=sample)
+                res = self.run_wrk(port, c, script, args=args, sampler=sample, duration=self.s.sweep_duration)
                 res.update(concurrency=c, pool=pool, rss_kib=peak["rss"], idle_rss_kib=idle.get("VmRSS", 0),
                            function_cpu=res["cpu"].get(name, 0.0))
                 points.append(res)
@@ -949,7 +955,8 @@ class Bench:
         read_args = [f"year={year}", f"roll_min={lo}", f"roll_max={hi}"]
         r.p("One get-result process of the benchmark's own (release binary, started on a free port with "
             "`.ci/stack.sh env get-result PORT`, its own pool), same PgBouncer and replica. First the pool "
-            "size at 64 in flight, then in-flight concurrency (wrk connections) with the chosen pool.")
+            f"size at 64 in flight, then in-flight concurrency (wrk connections) with the chosen pool; "
+            f"{self.s.sweep_duration:g} s per point.")
         pool_points = []
         for pool in self.s.pools:
             pool_points.extend(self.sweep_one("get-result", pool, [64], "point_read.lua", read_args))
@@ -1089,10 +1096,12 @@ class Bench:
         args = [f"year={year}", f"roll_min={lo}", f"roll_max={hi}"]
         pool = self.results.get("sweep", {}).get("best_pool") or 16
         rows = []
-        for label, pool_size, level in (("stack settings (pool 16, LOG_LEVEL=info)", 16, "info"),
-                                        ("pool 16, LOG_LEVEL=warn (no per-request log line)", 16, "warn"),
-                                        (f"pool {max(pool, 64)}, LOG_LEVEL=info", max(pool, 64), "info")):
-            proc, port = self.start_function("get-result", pool_size, level)
+        configs = (("stack settings (pool 16, LOG_LEVEL=info)", 16, "info", {}),
+                   ("pool 16, LOG_LEVEL=warn (no per-request log line)", 16, "warn", {}),
+                   ("pool 16, TOKIO_WORKER_THREADS=1", 16, "info", {"TOKIO_WORKER_THREADS": "1"}),
+                   ("pool 64, LOG_LEVEL=info", 64, "info", {}))
+        for label, pool_size, level, extra in configs:
+            proc, port = self.start_function("get-result", pool_size, level, extra)
             try:
                 m0, b0 = self.scrape(port + 1000), self.pgbouncer_stats("exam_results_ro")
                 res = self.run_wrk(port, 64, "point_read.lua", args=args)
@@ -1125,7 +1134,7 @@ class Bench:
                          res["cpu"].get("postgres replica", 0.0), res["cpu"].get("load generator", 0.0)])
             self.results.setdefault("profile", []).append({"label": label, "wrk": res, "http": n_http,
                                                            "pgbouncer_queries": bq, "pgbouncer_xacts": bx})
-        r.p("One get-result process of our own at 64 wrk connections, three configurations. Round trips: "
+        r.p("One get-result process of our own at 64 wrk connections, four configurations. Round trips: "
             "PgBouncer's `SHOW STATS` query count for `exam_results_ro` over the run divided by the function's "
             "request count (other clients of the replica pool, e.g. the stack's lag probes, add a little). Times "
             "per request from the function's own histograms (`/metrics`: HTTP duration, pool wait, query) and "
@@ -1134,8 +1143,47 @@ class Bench:
         r.t(["configuration", "requests/s", "p50 ms", "p99 ms", "errors", "queries per request",
              "function: request ms", "function: pool wait ms", "function: query ms", "PgBouncer: query ms",
              "PgBouncer: client wait ms", "get-result CPU µs per request", "get-result CPU", "pgbouncer CPU", "replica CPU", "wrk CPU"], rows)
+        if shutil.which("strace"):
+            self.syscalls(args)
         if self.s.perf and shutil.which("perf"):
             self.perf_profile(args)
+
+    def syscalls(self, args: list[str]) -> None:
+        """System calls per request of get-result (strace -c), the round trips at the socket level."""
+        r = self.report
+        proc, port = self.start_function("get-result", 16)
+        out = self.tmp / "strace.txt"
+        try:
+            load = self.wrk(port, 16, self.s.duration, "point_read.lua", args=args)
+            time.sleep(min(1.0, self.s.duration / 4))
+            m0 = self.scrape(port + 1000)
+            tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-p", str(proc.pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(max(1.0, self.s.duration / 3))
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
+            m1 = self.scrape(port + 1000)
+            load.communicate()
+        finally:
+            self.stop(proc)
+        # requests counted around the trace window (the trace is inside it)
+        n = (self.metric_sum(m1, "http_server_request_duration_seconds_count")
+             - self.metric_sum(m0, "http_server_request_duration_seconds_count") - 1)
+        rows = []
+        if out.exists() and n > 0:
+            for line in out.read_text().splitlines():
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)$", line)
+                if m and m.group(3) != "total":
+                    rows.append([m.group(3), int(m.group(1)) / n, (int(m.group(2)) / n) if m.group(2) else 0.0])
+        if not rows:
+            r.p("strace produced no counts here.")
+            return
+        rows.sort(key=lambda row: -row[1])
+        r.p(f"System calls of get-result per request (`strace -f -c` attached for a part of a 16-connection run; "
+            f"{n:,.0f} requests counted from its own metrics around the trace). Strace slows the process; the "
+            "counts per request are what matters:")
+        r.t(["system call", "calls per request", "failed per request"], [row for row in rows if row[1] >= 0.01])
+        self.results["syscalls"] = {"requests": n, "rows": rows}
 
     def perf_profile(self, args: list[str]) -> None:
         r = self.report
@@ -1144,7 +1192,7 @@ class Bench:
         try:
             load = self.wrk(port, 64, self.s.duration, "point_read.lua", args=args)
             time.sleep(0.5)
-            rec = subprocess.run(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(proc.pid), "--",
+            rec = subprocess.run(["perf", "record", "-F", "997", "-g", "-o", str(data), "-p", str(proc.pid), "--",
                                   "sleep", str(max(1.0, self.s.duration - 1.5))], capture_output=True, text=True)
             load.communicate()
         finally:
@@ -1167,7 +1215,7 @@ class Bench:
                     out.append([float(m.group(1)), m.group(2).strip()])
             return out[:15]
 
-        r.p("`perf record -F 499 -g` of that get-result process (stack settings) under 64 connections; "
+        r.p("`perf record -F 997 -g` of that get-result process (stack settings) under 64 connections; "
             "on-CPU samples by shared object and by symbol (the release binary is stripped, so its own code "
             "shows as addresses; kernel symbols show the system calls):")
         r.t(["% of samples", "shared object"], rows_of(rep.stdout))
@@ -1281,6 +1329,66 @@ class Bench:
         execute = [float(v) for v in re.findall(r'"Execution Time": ([\d.]+)', out)]
         return plan[1:], execute[1:]  # the first one warms the catalog caches
 
+    def findings(self) -> None:
+        """What the numbers above say about the 0.7 / 10 ms goals, computed from them."""
+        r = self.report
+        point = {p["connections"]: p for p in self.results.get("point", [])}
+        at = point.get(64) or (point[max(point)] if point else None)
+        if not at:
+            return
+        r.h("Findings (computed from the tables above)")
+        c = at["connections"]
+        comps = [("load generator (wrk / pgbench)", "load generator"), ("get-result", "get-result"),
+                 ("PgBouncer", "pgbouncer"), ("PostgreSQL replica", "postgres replica")]
+        rows, totals = [], {}
+        for label, key in comps:
+            row = [label]
+            for name in ("function", "pgbouncer", "direct"):
+                res = at[name]
+                row.append(res["cpu"].get(key, 0.0) / res["rps"] * 1e6 if res["rps"] else None)
+            rows.append(row)
+        for i, name in enumerate(("function", "pgbouncer", "direct")):
+            totals[name] = sum(row[i + 1] or 0.0 for row in rows)
+        rows.append(["sum", totals["function"], totals["pgbouncer"], totals["direct"]])
+        r.p(f"CPU microseconds per request at {c} clients, by process (cores used / requests per second, "
+            "from the point-read runs):")
+        r.t(["process", "get-result via wrk", "pgbench via PgBouncer", "pgbench direct"], rows)
+        busy = {n: at[n]["cpu"]["machine busy"] - at[n]["cpu"]["other"] for n in ("function", "pgbouncer")}
+        predicted = totals["pgbouncer"] / totals["function"] if totals["function"] else float("nan")
+        lines = [
+            f"- Measured ratio get-result / pgbench-through-PgBouncer at {c} clients: "
+            f"**{at['ratio_pgbouncer']:.2f}**; the ratio of their CPU costs per request above predicts "
+            f"{predicted:.2f}. Both runs kept the machine busy (benchmark processes used "
+            f"{busy['function']:.2f} and {busy['pgbouncer']:.2f} cores, everything else "
+            f"{at['function']['cpu']['other']:.2f} and {at['pgbouncer']['cpu']['other']:.2f}): the throughput of "
+            "each path is the CPU left over divided by its CPU per request.",
+            f"- The same SQL's own p99 at {c} clients: {at['pgbouncer']['p99_ms']:.1f} ms through PgBouncer, "
+            f"{at['direct']['p99_ms']:.1f} ms directly; get-result's p99 {at['function']['p99_ms']:.1f} ms. "
+            f"With {c} requests always in flight, mean latency = {c} / throughput (Little's law).",
+        ]
+        prof = {p["label"]: p for p in self.results.get("profile", [])}
+        base = prof.get("stack settings (pool 16, LOG_LEVEL=info)")
+        warn = prof.get("pool 16, LOG_LEVEL=warn (no per-request log line)")
+        one = prof.get("pool 16, TOKIO_WORKER_THREADS=1")
+        def fn_us(p):
+            return p["wrk"]["cpu"].get("get-result", 0.0) / p["wrk"]["rps"] * 1e6 if p["wrk"]["rps"] else float("nan")
+        if base and warn:
+            lines.append(f"- The per-request JSON log line: get-result used {fn_us(base):.1f} µs CPU per request "
+                         f"with LOG_LEVEL=info and {fn_us(warn):.1f} µs with LOG_LEVEL=warn.")
+        if base and one:
+            lines.append(f"- One tokio worker thread instead of one per core: {fn_us(one):.1f} µs per request "
+                         f"({one['wrk']['rps']:,.0f} requests/s against {base['wrk']['rps']:,.0f}).")
+        if base:
+            lines.append(f"- Queries per HTTP request through PgBouncer: {base['pgbouncer_queries'] / base['http']:.2f} "
+                         "(one round trip: Parse/Bind/Execute/Sync in one message).")
+        sc = self.results.get("syscalls")
+        if sc:
+            per = {row[0]: row[1] for row in sc["rows"]}
+            total = sum(per.values())
+            lines.append(f"- System calls per request: {total:.1f} in all; " + ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.1) + ".")
+        r.p("\n".join(lines))
+
     # ================================================================== main
 
     def run(self) -> Path:
@@ -1301,11 +1409,12 @@ class Bench:
                  ("sweep", lambda: self.sweep(year, lo, hi)),
                  ("cold", lambda: self.cold_start(year, lo)),
                  ("profile", lambda: self.profile(year, lo, hi)),
-                 ("growth", self.growth)]
+                 ("growth", self.growth),
+                 ("findings", self.findings)]
         timings = []
         try:
             for name, step in steps:
-                if name in s.only:
+                if name in s.only or name == "findings":
                     t0 = time.monotonic()
                     step()
                     timings.append([name, time.monotonic() - t0])

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: results-day benchmarks against the local stack (`make up` first).
 #
-#   .ci/bench/run.sh                    # full run, about 10 minutes
+#   .ci/bench/run.sh                    # full run, about 10-12 minutes
 #   BENCH_QUICK=1 .ci/bench/run.sh      # short version, under 2 minutes
 #   BENCH_ONLY=point,sweep .ci/bench/run.sh
 #
-# Settings (environment): BENCH_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
+# Settings (environment): BENCH_DURATION, BENCH_SWEEP_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
 # BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_PERF, BENCH_OUT;
 # see .ci/bench/bench.py. Results: bench-results/<UTC timestamp>.md (+ .json).
 set -euo pipefail
