@@ -174,6 +174,9 @@ def test_podmonitors_select_the_pods_and_ports_the_chart_renders(enabled):
         assert selector.items() <= labels.items(), k["metadata"]["name"]
         env = {e["name"]: e.get("value") for e in k["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["METRICS_PORT"] == str(endpoint["portNumber"])
+    # The CD gates select a candidate revision's series by kn_revision_name (docs/cicd.md).
+    relabel = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert relabel["kn_revision_name"] == ["__meta_kubernetes_pod_label_serving_knative_dev_revision"]
 
     (pgb_pm,) = find(enabled, "PodMonitor", "exam-results-pgbouncer")
     selector = pgb_pm["spec"]["selector"]["matchLabels"]

@@ -184,7 +184,10 @@ impl Database {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(err)) => Err(classify(err)),
             Err(_) => {
-                // Stop the server-side work too; PgBouncer forwards cancel requests.
+                // Try to stop the server-side work too. PgBouncer forwards cancel
+                // requests it can match; behind a Service with several PgBouncer pods
+                // the cancel may land on another pod and be dropped, so the chart also
+                // sets a server-side statement_timeout as the backstop.
                 let token = conn.cancel_token();
                 tokio::spawn(async move {
                     let _ = token.cancel_query(NoTls).await;
