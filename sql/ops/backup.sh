@@ -18,6 +18,8 @@ ops_env
 command -v pg_dump >/dev/null || die "pg_dump not found (apt-get install postgresql-client)"
 
 BACKUP_DIR="${BACKUP_DIR:-$STATE_DIR/backups}"
+# Backups hold every result: readable by their owner only.
+umask 077
 mkdir -p "$BACKUP_DIR"
 stamp="$(utc_stamp)"
 file="$BACKUP_DIR/$PGDATABASE-$stamp.dump"

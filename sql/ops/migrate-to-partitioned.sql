@@ -53,6 +53,7 @@ SET LOCAL lock_timeout = :'lock_timeout';
 
 -- 1. Writes wait from here on; reads continue.
 LOCK TABLE student_results IN SHARE MODE;
+SELECT clock_timestamp() AS t_share \gset
 
 SELECT count(*) AS old_rows FROM student_results \gset
 SELECT count(*) AS clashes FROM pg_class
@@ -113,6 +114,7 @@ WHERE o.oid = 'student_results'::regclass AND c.relowner <> o.relowner
 
 -- 7. The swap: reads wait only for these renames.
 LOCK TABLE student_results IN ACCESS EXCLUSIVE MODE;
+SELECT clock_timestamp() AS t_exclusive \gset
 ALTER TABLE student_results RENAME TO student_results_unpartitioned;
 -- Free the old table's index and constraint names (student_results_pkey, ...).
 SELECT format('ALTER INDEX %I RENAME TO %I', i.relname, 'student_results_unpartitioned' || substr(i.relname, 16))
@@ -131,5 +133,9 @@ ALTER TABLE student_results RENAME CONSTRAINT student_results_partitioned_pkey T
 \endif
 COMMENT ON TABLE student_results IS
     'One row per student per exam year; LIST-partitioned by exam_year, one partition per year.';
+SELECT format('locks held until commit: writes blocked %s s, reads blocked %s ms',
+              round(extract(epoch FROM clock_timestamp() - :'t_share'::timestamptz)::numeric, 2),
+              round(extract(epoch FROM clock_timestamp() - :'t_exclusive'::timestamptz)::numeric * 1000, 1)) AS lock_report \gset
 COMMIT;
+\echo :lock_report
 \echo 'student_results is now partitioned by exam_year'

@@ -12,6 +12,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ops_env
 ARCHIVE_DIR="${ARCHIVE_DIR:-$STATE_DIR/archive}"
+umask 077  # archives hold every result of a year
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

@@ -74,9 +74,9 @@ say "$verdict"
 if [ -n "$replace" ]; then
   old="${source_db}_replaced_$(echo "$stamp" | tr 'A-Z' 'a-z')"
   say "replacing $source_db: closing its connections, renaming it to $old, renaming $target to $source_db"
-  admin_psql -d postgres <<SQL
+  admin_psql -At -d postgres <<SQL
 ALTER DATABASE "$source_db" ALLOW_CONNECTIONS false;
-SELECT count(pg_terminate_backend(pid, 10000)) AS closed_connections FROM pg_stat_activity WHERE datname = '$source_db' AND pid <> pg_backend_pid();
+SELECT 'closed ' || count(pg_terminate_backend(pid, 10000)) || ' connection(s) to $source_db' AS closed FROM pg_stat_activity WHERE datname = '$source_db' AND pid <> pg_backend_pid();
 ALTER DATABASE "$source_db" RENAME TO "$old";
 ALTER DATABASE "$old" ALLOW_CONNECTIONS true;
 ALTER DATABASE "$target" RENAME TO "$source_db";
