@@ -178,7 +178,11 @@ def test_cpu_watch_attributes_a_busy_process_to_its_group():
     assert watch.group(1, "get-result", 0) == "get-result"
     assert watch.group(1, "wrk", 0) == "load generator"
     assert watch.group(5, "postgres", 4) == "postgres (other clusters)"
-    assert bench.CpuWatch({4: "replica"}).group(5, "postgres", 4) == "postgres replica"
+    replica = bench.CpuWatch({4: "replica"})
+    replica.cmdlines.update({5: True, 6: False})  # 5: a client backend, 6: e.g. WAL replay
+    assert replica.group(5, "postgres", 4) == "postgres replica"
+    assert replica.group(6, "postgres", 4) == "postgres replica background"
+    assert replica.group(4, "postgres", 1) == "postgres replica background"
     busy = subprocess.Popen(["sh", "-c", "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done"])
     try:
         time.sleep(0.2)
@@ -191,6 +195,15 @@ def test_cpu_watch_attributes_a_busy_process_to_its_group():
     # the shell loop burns (close to) one core; the machine is at least that busy
     assert groups["machine busy"] >= 0.5
     assert groups["other"] >= 0.3
+
+
+def test_client_backends_are_told_apart_from_background_processes_by_their_title():
+    assert bench.is_client_backend("postgres: exam_app exam_results 127.0.0.1(56768) idle")
+    assert bench.is_client_backend("postgres: exam_app exam_results 127.0.0.1(40438) SELECT")
+    assert not bench.is_client_backend("postgres: startup recovering 00000001000000000000001C")
+    assert not bench.is_client_backend("postgres: walreceiver streaming 0/1C1CB748")
+    assert not bench.is_client_backend("postgres: checkpointer ")
+    assert not bench.is_client_backend("/usr/lib/postgresql/15/bin/postgres -D /work/main/.local/replica")
 
 
 def test_free_port_pair_returns_two_bindable_ports():
