@@ -32,7 +32,7 @@ done
 [ -r "$file" ] && [ -f "$file" ] || die "cannot read backup file '$file'"
 [[ "${target:-x}" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "--dbname must be a plain lower-case identifier, got '$target'"
 source_db="$PGDATABASE"
-target="${target:-${source_db}_restored_$(echo "$stamp" | tr 'A-Z' 'a-z')}"
+target="${target:-${source_db}_restored_$(echo "$stamp" | tr '[:upper:]' '[:lower:]')}"
 [ "$target" != "$source_db" ] || die "refusing to restore over $source_db in place; use --replace"
 
 toc="$(pg_restore --list "$file")" || die "$file is not a pg_dump custom-format archive"
@@ -72,7 +72,7 @@ fi
 say "$verdict"
 
 if [ -n "$replace" ]; then
-  old="${source_db}_replaced_$(echo "$stamp" | tr 'A-Z' 'a-z')"
+  old="${source_db}_replaced_$(echo "$stamp" | tr '[:upper:]' '[:lower:]')"
   say "replacing $source_db: closing its connections, renaming it to $old, renaming $target to $source_db"
   admin_psql -At -d postgres <<SQL
 ALTER DATABASE "$source_db" ALLOW_CONNECTIONS false;
