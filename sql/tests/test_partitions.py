@@ -161,3 +161,78 @@ def test_ensure_waiting_on_an_uncommitted_creator_returns_the_partition_instead_
     assert b.returncode == 0, err
     assert out.strip() == "student_results_2060"
     assert partitions(server, database).count("student_results_2060") == 1
+
+
+def _hold_open_reader(server, database):
+    """A session inside a transaction that has read student_results (like a slow request)."""
+    reader = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=server.env(database, PGUSER="exam_app"))
+    reader.stdin.write("BEGIN; SELECT count(*) FROM student_results; SELECT pg_sleep(30);\n")
+    reader.stdin.flush()
+    for _ in range(100):
+        if server.scalar(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "1":
+            return reader
+        time.sleep(0.05)
+    raise AssertionError("reader did not start")
+
+
+def _end_reader(server, database, reader):
+    server.psql(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+    reader.kill()
+    reader.wait()
+
+
+def _wait_until_blocked(server, database, needle):
+    for _ in range(200):
+        if server.scalar(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   f"AND query LIKE '%{needle}%'") != "0":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{needle} never waited")
+
+
+def _read_other_year(server, database):
+    return server.psql(database, "SET statement_timeout = '3s'; "
+                                 "SELECT count(*) FROM student_results WHERE exam_year = 2020", check=False)
+
+
+def test_detach_concurrently_waits_for_a_slow_reader_without_blocking_other_reads_and_writes(server, database, run_op):
+    seed(server, database, rows=3000, first_year=2019, years=3)
+    reader = _hold_open_reader(server, database)
+    detach = subprocess.Popen([str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh"), "detach", "2019"],
+                              env=server.env(database, PGUSER="exam_app", ARCHIVE_DIR=str(server.root / "arch")),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_blocked(server, database, "DETACH PARTITION")
+        # While the detach waits for the slow reader, other years stay readable and writable.
+        started = time.monotonic()
+        read = _read_other_year(server, database)
+        assert read.returncode == 0, read.stderr
+        assert read.stdout.strip().endswith("1000")
+        write = server.psql(database, "SET statement_timeout = '3s'; INSERT INTO student_results VALUES (7, 70, 2020)",
+                            check=False)
+        assert write.returncode == 0, write.stderr
+        assert time.monotonic() - started < 3
+        assert detach.poll() is None  # still waiting for the reader
+    finally:
+        _end_reader(server, database, reader)
+    out, err = detach.communicate(timeout=60)
+    assert detach.returncode == 0, err
+    assert "archived student_results_2019 (1000 rows" in out
+
+
+def test_a_plain_detach_would_block_every_reader_which_is_why_the_script_uses_concurrently(server, database):
+    seed(server, database, rows=3000, first_year=2019, years=3)
+    reader = _hold_open_reader(server, database)
+    plain = subprocess.Popen(["psql", "-X", "-q", "-c", "ALTER TABLE student_results DETACH PARTITION student_results_2019"],
+                             env=server.env(database, PGUSER="exam_app"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_blocked(server, database, "DETACH PARTITION")
+        read = _read_other_year(server, database)
+        assert read.returncode != 0
+        assert "statement timeout" in read.stderr
+    finally:
+        _end_reader(server, database, reader)
+        plain.communicate(timeout=60)
