@@ -954,27 +954,45 @@ class Bench:
                                 "p99_ms": percentile(lat, 99)}}
 
     def sweep_one(self, name: str, pool: int, concurrency: list[int], script: str, args: list[str],
-                  log_level: str = "info") -> list[dict]:
+                  log_level: str = "info", passes: int = 2) -> list[dict]:
+        """wrk against one own process at each concurrency.
+
+        `passes` runs go up and then down the list; each point keeps the
+        pass with the higher throughput (other work on the machine can only
+        take throughput away, so the better pass is the less disturbed one).
+        """
         proc, port = self.start_function(name, pool, log_level)
-        points = []
+        best: dict[int, dict] = {}
         try:
             http_get(port, "/healthz")
             idle = rss_kib(proc.pid)
-            for c in concurrency:
+            order = []
+            for n in range(passes):
+                order += [(n, c) for c in (concurrency if n % 2 == 0 else list(reversed(concurrency)))]
+            first_rss: dict[int, int] = {}
+            for n, c in order:
                 peak = {"rss": 0}
 
                 def sample():
                     peak["rss"] = max(peak["rss"], rss_kib(proc.pid).get("VmRSS", 0))
 
                 res = self.run_wrk(port, c, script, args=args, sampler=sample, duration=self.s.sweep_duration)
-                res.update(concurrency=c, pool=pool, rss_kib=peak["rss"], idle_rss_kib=idle.get("VmRSS", 0),
-                           function_cpu=res["cpu"].get(name, 0.0))
-                points.append(res)
+                if n == 0:  # RSS never shrinks back: the ascending pass is the one that shows growth
+                    first_rss[c] = peak["rss"]
+                res.update(concurrency=c, pool=pool, rss_kib=first_rss[c], idle_rss_kib=idle.get("VmRSS", 0),
+                           function_cpu=res["cpu"].get(name, 0.0), passes=passes)
+                if c in best:
+                    res["other_pass_rps"] = best[c]["rps"]
+                if c not in best or res["rps"] > best[c]["rps"]:
+                    best[c] = res
+                else:
+                    best[c]["other_pass_rps"] = res["rps"]
             hwm = rss_kib(proc.pid).get("VmHWM", 0)
-            for p in points:
-                p["hwm_kib"] = hwm
         finally:
             self.stop(proc)
+        points = [best[c] for c in concurrency]
+        for p in points:
+            p["hwm_kib"] = hwm
         return points
 
     def sweep(self, year: int, lo: int, hi: int) -> None:
@@ -987,30 +1005,44 @@ class Bench:
             f"{self.s.sweep_duration:g} s per point.")
         pool_points = []
         for pool in self.s.pools:
-            pool_points.extend(self.sweep_one("get-result", pool, [64], "point_read.lua", read_args))
+            pool_points.extend(self.sweep_one("get-result", pool, [64], "point_read.lua", read_args, passes=1))
+        # second pass in reverse order, keeping the better of the two per pool size
+        for i, pool in enumerate(reversed(self.s.pools)):
+            again = self.sweep_one("get-result", pool, [64], "point_read.lua", read_args, passes=1)[0]
+            k = len(self.s.pools) - 1 - i
+            if again["rps"] > pool_points[k]["rps"]:
+                again["other_pass_rps"] = pool_points[k]["rps"]
+                pool_points[k] = again
+            else:
+                pool_points[k]["other_pass_rps"] = again["rps"]
         bp = best_pool(pool_points)
-        r.t(["pool size", "in flight", "requests/s", "p50 ms", "p99 ms", "errors", "get-result CPU", "machine busy"],
-            [[p["pool"], 64, p["rps"], p["p50_ms"], p["p99_ms"], p["errors"], p["function_cpu"],
-              p["cpu"]["machine busy"]] for p in pool_points])
+        r.p(f"Each point is run twice (up the list, then down) and the pass with the higher throughput is "
+            f"shown (\"other pass\" gives the other one's requests/s): work by other processes on the machine only "
+            f"takes throughput away.")
+        r.t(["pool size", "in flight", "requests/s", "other pass", "p50 ms", "p99 ms", "errors", "get-result CPU",
+             "other CPU"],
+            [[p["pool"], 64, p["rps"], p.get("other_pass_rps"), p["p50_ms"], p["p99_ms"], p["errors"],
+              p["function_cpu"], p["cpu"]["other"]] for p in pool_points])
         r.p(f"Smallest pool within 5% of the best throughput: **{bp['pool']}**.")
         points = self.sweep_one("get-result", bp["pool"], self.s.sweep, "point_read.lua", read_args)
-        r.t(["in flight", "requests/s", "p50 ms", "p99 ms", "errors", "RSS MiB", "get-result CPU", "pgbouncer CPU",
-             "replica CPU", "wrk CPU", "machine busy"],
-            [[p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"], p["errors"], p["rss_kib"] / 1024,
-              p["function_cpu"], p["cpu"].get("pgbouncer", 0.0), p["cpu"].get("postgres replica", 0.0),
-              p["cpu"].get("load generator", 0.0), p["cpu"]["machine busy"]] for p in points])
+        r.t(["in flight", "requests/s", "other pass", "p50 ms", "p99 ms", "errors", "RSS MiB", "get-result CPU",
+             "pgbouncer CPU", "replica CPU", "wrk CPU", "other CPU"],
+            [[p["concurrency"], p["rps"], p.get("other_pass_rps"), p["p50_ms"], p["p99_ms"], p["errors"],
+              p["rss_kib"] / 1024, p["function_cpu"], p["cpu"].get("pgbouncer", 0.0),
+              p["cpu"].get("postgres replica", 0.0), p["cpu"].get("load generator", 0.0), p["cpu"]["other"]]
+             for p in points])
         rec_get = recommend(points, p99_budget_ms=50.0)
         self.results["sweep"] = {"pools": pool_points, "get-result": points, "best_pool": bp["pool"],
                                  "recommend": {"get-result": rec_get}}
 
         recs = [("get-result", rec_get, bp["pool"])]
         if not self.s.quick:
-            small = [c for c in self.s.sweep if c <= 128]
+            small = [c for c in self.s.sweep if c <= 64]
             lpoints = self.sweep_one("list-results", bp["pool"], small, "list_page.lua", read_args + ["limit=100"])
             rec_list = recommend(lpoints, p99_budget_ms=100.0)
             self.bench_rows(year, create=True)
             try:
-                wpoints = self.sweep_one("update-result", bp["pool"], [c for c in self.s.sweep if c <= 64],
+                wpoints = self.sweep_one("update-result", bp["pool"], [c for c in self.s.sweep if c <= 32],
                                          "update.lua", [f"year={year}", f"roll_min={BENCH_ROLL_BASE + 1}",
                                                         f"roll_max={BENCH_ROLL_BASE + BENCH_UPDATE_ROWS}",
                                                         f"token={self.secrets['WRITE_TOKEN']}", "pace_ms=0"])
@@ -1019,9 +1051,11 @@ class Bench:
             rec_write = recommend(wpoints, p99_budget_ms=100.0)
             for label, pts in (("list-results (pages of 100)", lpoints), ("update-result (PUT)", wpoints)):
                 r.p(f"{label}, pool {bp['pool']}:")
-                r.t(["in flight", "requests/s", "p50 ms", "p99 ms", "errors", "function CPU", "machine busy"],
-                    [[p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"], p["errors"], p["function_cpu"],
-                      p["cpu"]["machine busy"]] for p in pts])
+                r.t(["in flight", "requests/s", "other pass", "p50 ms", "p99 ms", "errors", "function CPU",
+                     "replica CPU", "primary CPU", "other CPU"],
+                    [[p["concurrency"], p["rps"], p.get("other_pass_rps"), p["p50_ms"], p["p99_ms"], p["errors"],
+                      p["function_cpu"], p["cpu"].get("postgres replica", 0.0),
+                      p["cpu"].get("postgres primary", 0.0), p["cpu"]["other"]] for p in pts])
             recs += [("list-results", rec_list, bp["pool"]), ("update-result", rec_write, bp["pool"])]
             self.results["sweep"].update({"list-results": lpoints, "update-result": wpoints})
             self.results["sweep"]["recommend"].update({"list-results": rec_list, "update-result": rec_write})

@@ -2,22 +2,30 @@
 -- seeded year: `after` is the last roll number of a random earlier page, the
 -- value the previous page's `next_after` would have carried (the seeded roll
 -- numbers are dense, so page k starts after roll_min - 1 + k * limit).
---   wrk -s list_page.lua URL -- year=2025 roll_min=100000001 roll_max=100200000 limit=100
+--   wrk -s list_page.lua URL -- year=2025 roll_min=100000001 roll_max=100200000 limit=100 [prebuilt=20000]
+-- Requests are drawn and formatted up front, as in point_read.lua.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local year, lo, pages, limit
+local requests, n, i
 
 function init(args)
   local a = parse_args(args)
-  year = assert(tonumber(a.year), "year=")
-  lo = assert(tonumber(a.roll_min), "roll_min=")
+  local year = assert(tonumber(a.year), "year=")
+  local lo = assert(tonumber(a.roll_min), "roll_min=")
   local hi = assert(tonumber(a.roll_max), "roll_max=")
-  limit = tonumber(a.limit) or 100
-  pages = math.floor((hi - lo + 1) / limit)
+  local limit = tonumber(a.limit) or 100
+  local pages = math.floor((hi - lo + 1) / limit)
+  n = tonumber(a.prebuilt) or 20000
   seed_random()
+  requests = {}
+  for k = 1, n do
+    local after = lo - 1 + math.random(0, pages - 1) * limit
+    requests[k] = wrk.format("GET", string.format("/results?exam_year=%d&after=%d&limit=%d", year, after, limit))
+  end
+  i = 0
 end
 
 function request()
-  local after = lo - 1 + math.random(0, pages - 1) * limit
-  return wrk.format("GET", string.format("/results?exam_year=%d&after=%d&limit=%d", year, after, limit))
+  i = i % n + 1
+  return requests[i]
 end
