@@ -1,6 +1,6 @@
 -- GET /results/{year}/{roll} for uniformly random roll numbers in
 -- [roll_min, roll_max] (every one of them exists in the seeded year).
---   wrk -s point_read.lua URL -- year=2025 roll_min=100000001 roll_max=100200000 [prebuilt=100000]
+--   wrk -s point_read.lua URL -- year=2025 roll_min=100000001 roll_max=100200000 [prebuilt=50000]
 --
 -- Each thread draws `prebuilt` random roll numbers up front and formats their
 -- requests once, then hands them out in turn: the draw is the same uniform
@@ -15,7 +15,7 @@ function init(args)
   local year = assert(tonumber(a.year), "year=")
   local lo = assert(tonumber(a.roll_min), "roll_min=")
   local hi = assert(tonumber(a.roll_max), "roll_max=")
-  n = tonumber(a.prebuilt) or 100000
+  n = tonumber(a.prebuilt) or 50000
   seed_random()
   requests = {}
   for k = 1, n do

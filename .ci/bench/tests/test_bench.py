@@ -231,6 +231,18 @@ def test_splice_replaces_only_the_marked_region_and_nests_headings():
     assert update_doc.splice(out, results, "x.md") == out
 
 
+def test_splice_fills_a_named_region_and_leaves_the_others(tmp_path):
+    doc = ("<!-- bench-results:begin -->\nA\n<!-- bench-results:end -->\n"
+           "<!-- growth-50m:begin -->\nB\n<!-- growth-50m:end -->\n")
+    out = update_doc.splice(doc, "## Growth\n", "g.md", region="growth-50m")
+    assert "\nA\n" in out and "\nB\n" not in out and "#### Growth" in out
+    results, target = tmp_path / "r.md", tmp_path / "doc.md"
+    results.write_text("# Run\n")
+    target.write_text(doc)
+    assert update_doc.main(["update_doc.py", "--region", "bench-results", str(results), str(target)]) == 0
+    assert "### Run" in target.read_text() and "\nB\n" in target.read_text()
+
+
 def test_splice_requires_both_markers():
     with pytest.raises(ValueError):
         update_doc.splice("no markers", "x", "x.md")
