@@ -118,7 +118,19 @@ pub struct Database {
     max_size: u32,
 }
 
-const COLUMNS: &str = "roll_number, exam_year, marks";
+// The five statements, fixed at compile time (parameters are always bound, never interpolated).
+const INSERT_RESULT: &str =
+    "INSERT INTO student_results (roll_number, exam_year, marks) VALUES ($1, $2, $3) \
+                             RETURNING roll_number, exam_year, marks";
+const SELECT_RESULT: &str = "SELECT roll_number, exam_year, marks FROM student_results \
+                             WHERE exam_year = $1 AND roll_number = $2";
+const LIST_RESULTS: &str = "SELECT roll_number, exam_year, marks FROM student_results \
+                            WHERE exam_year = $1 AND roll_number > $2 ORDER BY roll_number LIMIT $3";
+const UPDATE_RESULT: &str =
+    "UPDATE student_results SET marks = $3 WHERE exam_year = $1 AND roll_number = $2 \
+                             RETURNING roll_number, exam_year, marks";
+const DELETE_RESULT: &str =
+    "DELETE FROM student_results WHERE exam_year = $1 AND roll_number = $2 RETURNING roll_number";
 
 impl Database {
     /// Builds the pool without connecting: the process starts (and answers
@@ -203,13 +215,10 @@ impl Database {
 
     /// Inserts a new result.
     pub async fn insert(&self, result: &ExamResult) -> Result<ExamResult, DbError> {
-        let sql = format!(
-            "INSERT INTO student_results (roll_number, exam_year, marks) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
-        );
         let rows = self
             .run(
                 Operation::InsertResult,
-                &sql,
+                INSERT_RESULT,
                 &[
                     (&result.roll_number, Type::INT8),
                     (&result.exam_year, Type::INT4),
@@ -224,13 +233,10 @@ impl Database {
 
     /// Reads one result.
     pub async fn get(&self, key: ResultKey) -> Result<Option<ExamResult>, DbError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM student_results WHERE exam_year = $1 AND roll_number = $2"
-        );
         let rows = self
             .run(
                 Operation::SelectResult,
-                &sql,
+                SELECT_RESULT,
                 &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
             )
             .await?;
@@ -239,15 +245,11 @@ impl Database {
 
     /// Reads one keyset page: `limit + 1` rows are fetched to learn whether another page exists.
     pub async fn list(&self, query: ListQuery) -> Result<(Vec<ExamResult>, bool), DbError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM student_results WHERE exam_year = $1 AND roll_number > $2 \
-             ORDER BY roll_number LIMIT $3"
-        );
         let fetch = query.limit + 1;
         let rows = self
             .run(
                 Operation::ListResults,
-                &sql,
+                LIST_RESULTS,
                 &[
                     (&query.exam_year, Type::INT4),
                     (&query.after, Type::INT8),
@@ -267,13 +269,10 @@ impl Database {
 
     /// Sets a result's marks; `None` when absent.
     pub async fn update(&self, key: ResultKey, marks: i32) -> Result<Option<ExamResult>, DbError> {
-        let sql = format!(
-            "UPDATE student_results SET marks = $3 WHERE exam_year = $1 AND roll_number = $2 RETURNING {COLUMNS}"
-        );
         let rows = self
             .run(
                 Operation::UpdateResult,
-                &sql,
+                UPDATE_RESULT,
                 &[
                     (&key.exam_year, Type::INT4),
                     (&key.roll_number, Type::INT8),
@@ -289,7 +288,7 @@ impl Database {
         let rows = self
             .run(
                 Operation::DeleteResult,
-                "DELETE FROM student_results WHERE exam_year = $1 AND roll_number = $2 RETURNING roll_number",
+                DELETE_RESULT,
                 &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
             )
             .await?;
