@@ -28,8 +28,10 @@ started=$(date +%s%N)
 
 # A session that holds a repeatable-read snapshot open for pg_dump to share.
 coproc SNAP { psql -X -q -At -v ON_ERROR_STOP=1 2>&1; }
-snap_in=${SNAP[1]} snap_out=${SNAP[0]}
-cleanup() { [ -n "${SNAP_PID:-}" ] && kill "$SNAP_PID" 2>/dev/null || true; rm -f "$file.partial" "$census.partial"; }
+# Bash unsets SNAP and SNAP_PID as soon as the coprocess exits: keep copies.
+snap_in=${SNAP[1]:-} snap_out=${SNAP[0]:-} snap_pid=${SNAP_PID:-}
+[ -n "$snap_pid" ] && [ -n "$snap_in" ] || die "psql exited at once: cannot reach $PGHOST:$PGPORT/$PGDATABASE"
+cleanup() { kill "$snap_pid" 2>/dev/null || true; rm -f "$file.partial" "$census.partial"; }
 trap cleanup EXIT
 printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;" "SELECT pg_export_snapshot();" >&"$snap_in"
 IFS= read -r -t 60 snapshot <&"$snap_out" || die "could not open a snapshot on $PGHOST:$PGPORT/$PGDATABASE"
@@ -47,7 +49,7 @@ printf '%s;\n\\echo __census_end__\n' "$CENSUS_SQL" >&"$snap_in"
   done
 } > "$census.partial"
 printf 'COMMIT;\n\\q\n' >&"$snap_in"
-wait "$SNAP_PID" 2>/dev/null || true
+wait "$snap_pid" 2>/dev/null || true
 
 mv "$file.partial" "$file"
 mv "$census.partial" "$census"
