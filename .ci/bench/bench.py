@@ -323,12 +323,14 @@ def read_proc_stat() -> dict[int, tuple[str, int, int]]:
     return out
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of all CPUs since boot (guest time is already in user)."""
     with open("/proc/stat") as fh:
         values = [int(v) for v in fh.readline().split()[1:]]
+    values = values[:8]  # user nice system idle iowait irq softirq steal
     idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
+    steal = values[7] if len(values) > 7 else 0
+    return sum(values) - idle, sum(values), steal
 
 
 def is_client_backend(cmdline: str) -> bool:
@@ -378,8 +380,8 @@ class CpuWatch:
         self.start = self.snapshot()
 
     def end(self) -> dict[str, float]:
-        t0, procs0, (busy0, total0) = self.start
-        t1, procs1, (busy1, total1) = self.snapshot()
+        t0, procs0, (busy0, total0, steal0) = self.start
+        t1, procs1, (busy1, total1, steal1) = self.snapshot()
         wall = t1 - t0
         groups: dict[str, float] = {}
         for pid, (comm, ppid, ticks) in procs1.items():
@@ -390,8 +392,12 @@ class CpuWatch:
         ncpu = os.cpu_count() or 1
         busy_cores = (busy1 - busy0) / max(1, total1 - total0) * ncpu
         known = sum(v for k, v in groups.items() if k != "other")
-        groups["other"] = max(0.0, busy_cores - known)
+        # steal (the hypervisor running someone else) counts as busy in /proc/stat
+        # and belongs to no process: keep it out of "other"
+        steal_cores = (steal1 - steal0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+        groups["other"] = max(0.0, busy_cores - steal_cores - known)
         groups["machine busy"] = busy_cores
+        groups["steal"] = (steal1 - steal0) / max(1, total1 - total0) * ncpu
         return groups
 
 
@@ -775,6 +781,7 @@ class Bench:
              f", {self.s.duration:g} s per run, {self.s.sweep_duration:g} s per sweep point"],
             ["load average before the run", " ".join(open("/proc/loadavg").read().split()[:3])],
             ["CPU busy before the run (2 s sample, cores)", f"{idle['machine busy']:.2f} of {os.cpu_count()}"],
+            ["of which stolen by the hypervisor", f"{idle['steal']:.2f}"],
         ]
         r.h("Machine and load conditions")
         r.t(["", ""], rows)
@@ -1142,12 +1149,17 @@ class Bench:
             f"RSS right after that first request.")
         r.t(["function", "runs", "to /readyz median ms", "max ms", "to first request median ms", "max ms",
              "RSS after first request MiB"], rows)
-        sweep = self.results.get("sweep", {}).get("get-result")
-        if sweep:
-            under = max(sweep, key=lambda p: p["rss_kib"])
-            r.p(f"get-result under load (capacity sweep above): idle RSS {sweep[0]['idle_rss_kib'] / 1024:.1f} MiB, "
-                f"highest sampled RSS {under['rss_kib'] / 1024:.1f} MiB at {under['concurrency']} in flight, "
-                f"peak (VmHWM) {under['hwm_kib'] / 1024:.1f} MiB.")
+        rss_rows = []
+        for name in ("get-result", "list-results", "update-result"):
+            sweep = self.results.get("sweep", {}).get(name)
+            if sweep:
+                under = max(sweep, key=lambda p: p["rss_kib"])
+                rss_rows.append([name, sweep[0]["idle_rss_kib"] / 1024, under["rss_kib"] / 1024,
+                                 under["concurrency"], under["hwm_kib"] / 1024])
+        if rss_rows:
+            r.p("RSS under load (the capacity sweeps above; sampled every 250 ms from /proc/PID/status):")
+            r.t(["function", "idle RSS MiB", "highest sampled RSS MiB", "at in flight", "peak (VmHWM) MiB"],
+                rss_rows)
         r.t(["release binary (stripped)", "size MiB"], sizes)
         self.results["cold"] = {"rows": rows, "sizes": sizes}
 
@@ -1337,6 +1349,7 @@ class Bench:
                 self.psql("ANALYZE student_results", P, SCRATCH_DB, options=opts)
                 plan, _ = self.plan_times(P, year, 100000001, 100000000 + per_year)
                 plan_rows.append([n, self.partition_count(P), statistics.median(plan), percentile(plan, 99)])
+            during = self.reads_during_bulk_load(P, opts, first_year, years)
             # COPY: the same rows from a CSV file, client-side \copy (what a bulk load job does)
             for n in rows_list:
                 csv = self.tmp / f"rows-{n}.csv"
@@ -1371,7 +1384,64 @@ class Bench:
         r.p("Bulk load into an empty table (indexes in place, as in production), seconds; \"total\" "
             "includes `ANALYZE`:")
         r.t(["rows", "method", "load seconds", "rows/s", "total seconds", "table+index MiB"], seed_rows + copy_rows)
-        self.results["growth"] = {"growth": growth_rows, "plan": plan_rows, "seed": seed_rows, "copy": copy_rows}
+        self.results["growth"] = {"growth": growth_rows, "plan": plan_rows, "seed": seed_rows, "copy": copy_rows,
+                                  "during": during}
+        if during:
+            r.p(f"Point reads through the stack's get-result (16 connections, {during['seconds']:g} s) while "
+                f"`sql/seed.sql` loads {during['rows']:,} rows into the scratch database on the primary, i.e. results-day "
+                "reads during a bulk load. \"served by the primary\" = the share of the function's queries that "
+                "PgBouncer counted on `exam_results` (the read fallback) rather than `exam_results_ro`; \"lag "
+                "reported\" is the function's `exam_results_replica_lag_seconds`, \"replay lag\" is "
+                "`pg_stat_replication.replay_lag` on the primary, both sampled during the run:")
+            r.t(["reads/s", "p50 ms", "p99 ms", "errors", "served by the primary", "lag reported by get-result, max s",
+                 "replay lag on the primary, max s"],
+                [[during["rps"], during["p50_ms"], during["p99_ms"], during["errors"], f"{during['primary_share']:.0%}",
+                  during["lag_max"], during["replay_lag_max"]]])
+            if not during["load_outlasted_reads"]:
+                r.p("(The load finished before the reads did: part of the run saw no bulk load.)")
+
+    def reads_during_bulk_load(self, port: int, opts: str, first_year: int, years: int) -> Optional[dict]:
+        """get-result under read load while the primary runs one long bulk-load transaction."""
+        rows = 2_000_000
+        year, lo, hi = self.results["seeded"]["year"], self.results["seeded"]["roll_min"], self.results["seeded"]["roll_max"]
+        self.psql("TRUNCATE student_results", port, SCRATCH_DB, options=opts)
+        env = self.pg_env()
+        env["PGOPTIONS"] = opts
+        seed = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "exam_app",
+             "-d", SCRATCH_DB, "-v", f"rows={rows}", "-v", f"first_year={first_year}", "-v", f"years={years}",
+             "-f", str(ROOT / "sql" / "seed.sql")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        gport = self.s.ports["get-result"]
+        lags, replay = [], []
+
+        def sample():
+            try:
+                m = self.scrape(gport + 1000)
+                lags.append(self.metric_sum(m, "exam_results_replica_lag_seconds"))
+                out = self.psql("SELECT COALESCE(max(EXTRACT(EPOCH FROM replay_lag)), 0) FROM pg_stat_replication",
+                                port, "postgres", superuser=True)
+                replay.append(float(out.strip() or 0))
+            except (OSError, RuntimeError, ValueError):
+                pass
+
+        try:
+            time.sleep(2)
+            b0 = {db: self.pgbouncer_stats(db).get("total_query_count", 0) for db in ("exam_results", "exam_results_ro")}
+            d = min(self.s.duration, 6)
+            res = self.run_wrk(gport, 16, "point_read.lua", args=[f"year={year}", f"roll_min={lo}", f"roll_max={hi}"],
+                               sampler=sample, duration=d)
+            b1 = {db: self.pgbouncer_stats(db).get("total_query_count", 0) for db in ("exam_results", "exam_results_ro")}
+            still_loading = seed.poll() is None
+        finally:
+            _, err = seed.communicate()
+        if seed.returncode != 0:
+            raise RuntimeError(f"seed during reads failed: {err}")
+        rw = b1["exam_results"] - b0["exam_results"]
+        ro = b1["exam_results_ro"] - b0["exam_results_ro"]
+        return {**res, "rows": rows, "seconds": d, "primary_share": rw / (rw + ro) if rw + ro else 0.0,
+                "lag_max": max(lags) if lags else float("nan"), "replay_lag_max": max(replay) if replay else float("nan"),
+                "load_outlasted_reads": still_loading}
 
     def partition_count(self, port: int) -> int:
         return int(self.psql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'student_results'::regclass",
@@ -1428,6 +1498,14 @@ class Bench:
             f"{at['direct']['p99_ms']:.1f} ms directly; get-result's p99 {at['function']['p99_ms']:.1f} ms. "
             f"With {c} requests always in flight, mean latency = {c} / throughput (Little's law).",
         ]
+        pgb = at["pgbouncer"]["cpu"].get("pgbouncer", 0.0)
+        groups = {k: v for k, v in at["function"]["cpu"].items() if k not in ("machine busy", "other", "steal")}
+        top = max(groups, key=groups.get)
+        lines.append(f"- PgBouncer runs on one thread: it used {pgb:.2f} of its one core in the pgbench run at "
+                     f"{c} clients and {at['function']['cpu'].get('pgbouncer', 0.0):.2f} in the get-result run ("
+                     + ("well below a saturated core" if max(pgb, at['function']['cpu'].get('pgbouncer', 0.0)) < 0.8
+                        else "close to a saturated core") +
+                     f"). The largest consumer in the get-result run: {top} ({groups[top]:.2f} cores).")
         prof = {p["label"]: p for p in self.results.get("profile", [])}
         base = prof.get("stack settings (pool 16, LOG_LEVEL=info)")
         warn = prof.get("pool 16, LOG_LEVEL=warn (no per-request log line)")
