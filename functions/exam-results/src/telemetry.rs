@@ -131,32 +131,28 @@ pub fn record_request(record: RequestRecord<'_>) {
     if let Some(code) = record.error_code {
         counter!(ERRORS, "code" => code).increment(1);
     }
-    let latency_ms = record.elapsed.as_secs_f64() * 1000.0;
+    // One line per request; server errors at ERROR level with their cause.
+    macro_rules! request_line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                function = function(),
+                method = record.method,
+                route = record.route,
+                path = record.path,
+                status = record.status,
+                latency_ms = record.elapsed.as_secs_f64() * 1000.0,
+                request_id = record.request_id,
+                error.code = record.error_code,
+                error.cause = record.error_cause,
+                "request"
+            )
+        };
+    }
     if record.status >= 500 {
-        tracing::error!(
-            function = function(),
-            method = record.method,
-            route = record.route,
-            path = record.path,
-            status = record.status,
-            latency_ms,
-            request_id = record.request_id,
-            error.code = record.error_code,
-            error.cause = record.error_cause,
-            "request"
-        );
+        request_line!(tracing::Level::ERROR);
     } else {
-        tracing::info!(
-            function = function(),
-            method = record.method,
-            route = record.route,
-            path = record.path,
-            status = record.status,
-            latency_ms,
-            request_id = record.request_id,
-            error.code = record.error_code,
-            "request"
-        );
+        request_line!(tracing::Level::INFO);
     }
 }
 

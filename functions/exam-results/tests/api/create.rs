@@ -105,13 +105,7 @@ async fn invalid_values_return_422_and_store_nothing() {
         assert_eq!(reply.status, 422, "{body}");
         assert_eq!(reply.error_code(), "validation_failed", "{body}");
     }
-    let client = crate::support::shared_cluster().direct(&app.database).await;
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM student_results", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0);
+    assert_eq!(app.row_count(crate::support::shared_cluster()).await, 0);
 }
 
 #[tokio::test]

@@ -40,14 +40,7 @@ async fn delete_with_a_wrong_token_returns_401_and_deletes_nothing() {
         )
         .await;
     assert_eq!(reply.status, 401);
-    let count: i64 = shared_cluster()
-        .direct(&app.database)
-        .await
-        .query_one("SELECT count(*) FROM student_results", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 1);
+    assert_eq!(app.row_count(shared_cluster()).await, 1);
 }
 
 #[tokio::test]

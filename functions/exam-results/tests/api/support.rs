@@ -685,6 +685,17 @@ impl TestApp {
         }
     }
 
+    /// How many results the test's database holds (read directly, not through the app).
+    pub async fn row_count(&self, cluster: &Cluster) -> i64 {
+        cluster
+            .direct(&self.database)
+            .await
+            .query_one("SELECT count(*) FROM student_results", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Signals shutdown and waits for the server to drain.
     pub async fn shut_down(&mut self) -> Result<(), tokio::task::JoinError> {
         if let Some(tx) = self.shutdown.take() {
