@@ -35,7 +35,8 @@ check_year "$year"
 [ -n "$file" ] && [ -r "$file" ] && [ -f "$file" ] || die "cannot read CSV file '$file'"
 
 # The header decides the column list of \copy; only known names are accepted.
-header="$(head -n 1 "$file" | tr -d '\r' | tr -d '"' | tr '[:upper:]' '[:lower:]' | tr -d ' ')"
+# (A UTF-8 byte order mark, as spreadsheet exports write, is ignored.)
+header="$(head -n 1 "$file" | sed $'s/^\xEF\xBB\xBF//' | tr -d '\r' | tr -d '"' | tr '[:upper:]' '[:lower:]' | tr -d ' ')"
 columns=()
 IFS=',' read -r -a names <<< "$header"
 for col in "${names[@]}"; do

@@ -124,3 +124,19 @@ def test_a_quoted_value_with_a_comma_is_one_field_and_is_rejected_not_split(serv
     assert result.returncode == 1
     assert "marks is not a whole number" in result.stdout
     assert server.scalar(database, "SELECT count(*) FROM student_results") == "0"
+
+
+def test_a_file_name_with_spaces_and_quotes_loads(server, database, run_op, tmp_path):
+    path = write_csv(tmp_path / "results it's 2026.csv", ["roll_number", "marks"], [(11, 50), (12, 60)])
+    result = run_op("load-csv.sh", str(path), "2026", database=database)
+    assert result.returncode == 0, result.stderr
+    assert server.scalar(database, "SELECT count(*) FROM student_results_2026") == "2"
+
+
+def test_a_spreadsheet_export_with_windows_line_endings_and_a_byte_order_mark_loads(server, database, run_op, tmp_path):
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(b"\xef\xbb\xbfroll_number,marks\r\n21,40\r\n22,41\r\n")
+    result = run_op("load-csv.sh", str(path), "2026", database=database)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert server.query(database, "SELECT roll_number, marks FROM student_results_2026 ORDER BY 1") == [
+        ["21", "40"], ["22", "41"]]
