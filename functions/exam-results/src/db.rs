@@ -307,9 +307,12 @@ impl Database {
         let rows = self
             .run(
                 Operation::ReplicaLag,
+                // Behind with nothing replayed yet since start-up (no replay
+                // timestamp), the replica is at least as stale as its uptime.
                 "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 \
                  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
-                 ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8",
+                 ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
+                 pg_postmaster_start_time())) END::float8",
                 &[],
             )
             .await?;

@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (the database
-//! answers through the pool within the pool and statement timeouts).
+//! answers through the pool within the pool and statement timeouts; for a
+//! read function with a fallback, either the replica or the primary).
 
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
@@ -28,7 +29,13 @@ async fn readyz(method: Method, state: AppState) -> Response {
     if let Err(err) = allow(&method, "GET") {
         return err.into_response();
     }
-    match state.db.ping().await {
+    // A read function with a fallback can serve while its replica is down,
+    // so it stays ready as long as either database answers.
+    let outcome = match (state.db.ping().await, &state.fallback) {
+        (Err(_), Some(fallback)) => fallback.ping().await,
+        (outcome, _) => outcome,
+    };
+    match outcome {
         Ok(()) => status_reply("ready", StatusCode::OK),
         Err(err) => crate::error::ApiError::from(err).into_response(),
     }

@@ -113,6 +113,30 @@ async fn a_replica_whose_replay_is_paused_answers_503_replica_lagging_until_it_c
 }
 
 #[tokio::test]
+async fn a_fresh_replica_that_has_replayed_nothing_yet_still_counts_as_lagging() {
+    // The replica was cloned after the schema was created, so it has never
+    // replayed a commit: it has no replay timestamp to measure lag from.
+    let cluster = Cluster::start_replicated();
+    let replica = cluster.direct_replica().await;
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let app = reader(&cluster, false).await;
+    write_on_primary(&cluster, "INSERT INTO student_results VALUES (1, 10, 2024)").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    eventually("reads answer 503 replica_lagging", || async {
+        app.get(2024, 1).await.error_code() == "replica_lagging"
+    })
+    .await;
+    replica
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn with_a_fallback_a_lagging_replica_is_bypassed_and_reads_see_the_primary() {
     let cluster = Cluster::start_replicated();
     let app = reader(&cluster, true).await;
@@ -174,6 +198,12 @@ async fn a_stopped_replica_gives_503_without_a_fallback_and_200_with_one() {
     );
     let reply = with_fallback.get(2024, 1).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+    let ready = plain.send(plain.client.get(plain.url("/readyz"))).await;
+    assert_eq!(ready.status, 503, "no database to serve from");
+    let ready = with_fallback
+        .send(with_fallback.client.get(with_fallback.url("/readyz")))
+        .await;
+    assert_eq!(ready.status, 200, "the primary can serve its reads");
 
     cluster.start_replica();
     eventually("the replica serves again", || async {
