@@ -49,8 +49,8 @@ backup: ## Write a consistent pg_dump (custom format) to .local/backups/exam_res
 	@sql/ops/backup.sh
 
 .PHONY: restore
-restore: ## Restore a dump into a fresh database: make restore FILE=.local/backups/....dump
-	@sql/ops/restore.sh "$(FILE)"
+restore: ## Restore a dump into a fresh database: make restore FILE=.local/backups/....dump [REPLACE=1 swaps it in]
+	@sql/ops/restore.sh "$(FILE)" $(if $(REPLACE),--replace,)
 
 .PHONY: replica-lag
 replica-lag: ## Show replication lag, measured on both the primary and the replica

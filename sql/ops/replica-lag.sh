@@ -23,10 +23,11 @@ case "${1:-}" in
 esac
 
 # The read functions' own lag query (functions/exam-results/src/db.rs): 0 when
-# everything received has been replayed, else the age of the last replayed commit.
+# everything received has been replayed, else the age of the last replayed
+# commit (or, if none has been replayed since start-up, the replica's uptime).
 FUNCTION_LAG_SQL="SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
   WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-  ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8"
+  ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) END::float8"
 
 say "== primary $PGHOST:$PGPORT: pg_stat_replication (one row per connected standby)"
 admin_psql -d "$PGDATABASE" -c "
@@ -61,7 +62,7 @@ blind="$(PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" q -c "SELECT pg_last_
   AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()")"
 if [ "$blind" = t ]; then
   say "WARNING: WAL is waiting to be replayed but no commit has been replayed since the replica started,"
-  say "         so the time-based lag (and the functions' check) reads 0; judge by unreplayed_bytes above"
+  say "         so the functions count the replica's uptime as its lag; judge by unreplayed_bytes above"
 fi
 if [ -n "$max_lag" ] && awk -v l="$lag" -v m="$max_lag" 'BEGIN { exit !(l > m) }'; then
   say "replica is LAGGING: read functions answer 503 replica_lagging, or read from READ_FALLBACK_DATABASE_URL if set"
