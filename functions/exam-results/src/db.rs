@@ -302,24 +302,39 @@ impl Database {
             .map(|_| ())
     }
 
-    /// The replica's replay lag in seconds (0 on a primary, or when fully replayed).
-    pub async fn replica_lag_seconds(&self) -> Result<f64, DbError> {
+    /// Where the replica's WAL stands: received and replayed positions (bytes
+    /// from 0/0), or `None` on a primary.
+    pub async fn wal_positions(&self) -> Result<Option<WalPositions>, DbError> {
         let rows = self
             .run(
                 Operation::ReplicaLag,
-                // Behind with nothing replayed yet since start-up (no replay
-                // timestamp), the replica is at least as stale as its uptime.
-                "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 \
-                 WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
-                 ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
-                 pg_postmaster_start_time())) END::float8",
+                "SELECT pg_is_in_recovery(), \
+                 pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::float8, \
+                 pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8",
                 &[],
             )
             .await?;
-        rows.first()
-            .map(|row| row.get::<_, f64>(0))
-            .ok_or_else(|| DbError::Other("lag query returned no row".into()))
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::Other("WAL position query returned no row".into()))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let replayed: Option<f64> = row.get(2);
+        Ok(Some(WalPositions {
+            received: row.get::<_, Option<f64>>(1).or(replayed).unwrap_or(0.0),
+            replayed: replayed.unwrap_or(0.0),
+        }))
     }
+}
+
+/// A replica's WAL positions, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WalPositions {
+    /// `pg_last_wal_receive_lsn()`: streamed from the primary and flushed.
+    pub received: f64,
+    /// `pg_last_wal_replay_lsn()`: applied, visible to queries.
+    pub replayed: f64,
 }
 
 fn to_result(row: &Row) -> ExamResult {

@@ -24,6 +24,7 @@
 //! - [`db`]: the bb8 pool and the five single-round-trip queries (safe for
 //!   PgBouncer transaction pooling without prepared statements).
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
+//! - [`replica`]: the read replica's lag, estimated from sampled WAL positions.
 //! - [`http`]: the request envelope (request id, log line, metrics), bounded
 //!   JSON bodies and bearer-token auth.
 //! - [`operations`]: one module per operation (route filter + handler) and the
@@ -38,6 +39,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod operations;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -95,19 +95,27 @@ pub async fn serve_metrics<F>(
         .await;
 }
 
-/// Measures the replica's lag every second while the process runs.
+/// Measures the replica's lag every second while the process runs
+/// (see [`crate::replica`] for what "lag" means here).
 pub fn spawn_replica_lag_probe(state: &AppState) {
     let Some(lag) = state.lag.clone() else { return };
     let db = state.db.clone();
     tokio::spawn(async move {
+        let mut estimator = crate::replica::LagEstimator::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            match db.replica_lag_seconds().await {
-                Ok(seconds) => {
+            match db.wal_positions().await {
+                Ok(positions) => {
+                    let seconds = estimator
+                        .observe(positions, std::time::Instant::now())
+                        .as_secs_f64();
                     lag.set(seconds);
                     telemetry::record_replica_lag(seconds);
                 }
+                // Kept as it was: a probe that fails because the pool is saturated
+                // must not send every read to the primary; an unreachable replica
+                // is handled per request (fallback or 503).
                 Err(err) => tracing::debug!(error = %err, "replica lag probe failed"),
             }
         }
