@@ -133,10 +133,11 @@ def test_recommend_keeps_container_concurrency_at_least_twice_the_target():
     assert rec["container_concurrency"] == 4
 
 
-def test_best_pool_prefers_the_smallest_pool_within_five_percent():
-    points = [{"pool": 4, "rps": 5000}, {"pool": 8, "rps": 5800}, {"pool": 16, "rps": 6000},
+def test_best_pool_prefers_the_smallest_pool_within_ten_percent():
+    points = [{"pool": 4, "rps": 5000}, {"pool": 8, "rps": 5500}, {"pool": 16, "rps": 6000},
               {"pool": 32, "rps": 5900}]
     assert bench.best_pool(points)["pool"] == 8
+    assert bench.best_pool(points, share=0.95)["pool"] == 16
 
 
 # ---------------------------------------------------------------- markdown and settings
