@@ -7,8 +7,12 @@
 # pg_stat_replication): each standby's state, how many bytes of WAL it has not
 # yet replayed, and the write/flush/replay lag times, plus the replication slots.
 # On the replica (REPLICA_PGHOST:REPLICA_PGPORT): received vs replayed WAL, the
-# time of the last replayed transaction, and the lag exactly as the read
-# functions compute it (MAX_REPLICA_LAG_SECONDS is compared with this value).
+# time of the last replayed transaction, and the lag as the read functions
+# judge it (MAX_REPLICA_LAG_SECONDS is compared with this value): 0 when
+# caught up; about 1 s when replay passed, within one second, everything that
+# had been received at the start (a replica keeping up with a long
+# transaction); otherwise the age of the last replayed commit (or the
+# replica's uptime if it has replayed none). Takes one second to measure.
 # With --max-lag, exits 1 when the replica is down or lags more than SECONDS.
 # Connection settings: see lib.sh.
 set -euo pipefail
@@ -22,10 +26,9 @@ case "${1:-}" in
   *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
-# The read functions' own lag query (functions/exam-results/src/db.rs): 0 when
-# everything received has been replayed, else the age of the last replayed
-# commit (or, if none has been replayed since start-up, the replica's uptime).
-FUNCTION_LAG_SQL="SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+# Age of the last replayed commit while WAL waits (the replica's uptime if it
+# has replayed none); 0 when everything received has been replayed.
+COMMIT_AGE_SQL="SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
   WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
   ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) END::float8"
 
@@ -43,12 +46,25 @@ SELECT slot_name, active, restart_lsn,
 FROM pg_replication_slots ORDER BY slot_name"
 
 say "== replica $REPLICA_PGHOST:$REPLICA_PGPORT"
-if ! lag="$(PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-3}" q -c "$FUNCTION_LAG_SQL" 2>&1)"; then
-  say "replica unreachable: $lag"
+replica_q() { PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-3}" q -c "$1"; }
+if ! received="$(replica_q "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())" 2>&1)"; then
+  say "replica unreachable: $received"
   say "read functions: reads fall back to READ_FALLBACK_DATABASE_URL (the primary) if set, otherwise answer 503 database_unavailable"
   [ -z "$max_lag" ] || exit 1
   exit 0
 fi
+# The functions sample the received position every second and count how long
+# replay takes to pass it; one sample, one second apart, does the same here.
+sleep 1
+state="$(replica_q "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'caught-up'
+  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 'caught-up'
+  WHEN pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '$received') >= 0 THEN 'keeping-up'
+  ELSE 'behind' END")"
+case "$state" in
+  caught-up) lag=0 ;;
+  keeping-up) lag=1 ;;
+  *) lag="$(replica_q "$COMMIT_AGE_SQL")" ;;
+esac
 PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" psql -X -q -v ON_ERROR_STOP=1 -c "
 SELECT pg_is_in_recovery() AS in_recovery,
        pg_is_wal_replay_paused() AS replay_paused,
@@ -56,13 +72,14 @@ SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_wal_replay_lsn() AS replayed_lsn,
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) AS unreplayed_bytes,
        pg_last_xact_replay_timestamp() AS last_replayed_commit,
-       round(($FUNCTION_LAG_SQL)::numeric, 3) AS function_lag_seconds"
+       round(($COMMIT_AGE_SQL)::numeric, 3) AS commit_age_seconds"
+say "replay over the last second: $state"
 say "lag as the read functions see it: ${lag}s${max_lag:+ (limit ${max_lag}s)}"
 blind="$(PGHOST="$REPLICA_PGHOST" PGPORT="$REPLICA_PGPORT" q -c "SELECT pg_last_xact_replay_timestamp() IS NULL
   AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()")"
 if [ "$blind" = t ]; then
   say "WARNING: WAL is waiting to be replayed but no commit has been replayed since the replica started,"
-  say "         so the functions count the replica's uptime as its lag; judge by unreplayed_bytes above"
+  say "         so its uptime counts as its lag; judge by unreplayed_bytes above"
 fi
 if [ -n "$max_lag" ] && awk -v l="$lag" -v m="$max_lag" 'BEGIN { exit !(l > m) }'; then
   say "replica is LAGGING: read functions answer 503 replica_lagging, or read from READ_FALLBACK_DATABASE_URL if set"
