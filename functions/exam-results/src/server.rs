@@ -210,6 +210,7 @@ async fn run_async(function: Function, config: Config) -> ExitCode {
     let _ = stop_metrics.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
     tracing::info!(function = function.name, "stopped");
+    telemetry::flush_logs();
     ExitCode::SUCCESS
 }
 

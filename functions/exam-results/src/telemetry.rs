@@ -52,13 +52,24 @@ fn function() -> &'static str {
     FUNCTION.get().copied().unwrap_or("unknown")
 }
 
+static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
 /// Installs the JSON (or pretty) log subscriber. Safe to call more than once.
+///
+/// Lines are formatted on the request's thread and written to stdout by one
+/// background thread, so a slow stdout pipe never stalls a request. The
+/// buffer is not lossy: if it ever fills, logging waits rather than drops
+/// lines. Call [`flush_logs`] before the process exits.
 pub fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -67,6 +78,14 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    if installed.is_ok() {
+        *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
+}
+
+/// Writes out every buffered log line (at shutdown).
+pub fn flush_logs() {
+    drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.

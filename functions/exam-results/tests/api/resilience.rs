@@ -152,7 +152,7 @@ async fn sigterm_lets_the_request_in_flight_complete_and_exits_zero() {
         .await
         .unwrap();
     let (port, metrics_port) = (free_port(), free_port());
-    let mut child = Command::new(function_binary("update-result"))
+    let child = Command::new(function_binary("update-result"))
         .env_clear()
         .env("PORT", port.to_string())
         .env("METRICS_PORT", metrics_port.to_string())
@@ -161,7 +161,7 @@ async fn sigterm_lets_the_request_in_flight_complete_and_exits_zero() {
         .env("WRITE_TOKENS", TOKEN)
         .env("SHUTDOWN_DRAIN_SECONDS", "10")
         .env("DATABASE_STATEMENT_TIMEOUT_MS", "5000")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
@@ -193,10 +193,26 @@ async fn sigterm_lets_the_request_in_flight_complete_and_exits_zero() {
         .unwrap()
         .expect("in-flight request completed after SIGTERM");
     assert_eq!(response.status(), 200);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(0));
+    // Every log line reached stdout before exit, one JSON object per line.
+    let logs: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each log line is JSON"))
+        .collect();
+    let put = logs
+        .iter()
+        .find(|l| l["message"] == "request" && l["method"] == "PUT")
+        .expect("the request's log line");
+    assert_eq!(put["status"], 200);
+    assert_eq!(put["function"], "update-result");
+    assert_eq!(put["route"], "/results/{exam_year}/{roll_number}");
+    assert!(put["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(put["latency_ms"].as_f64().is_some());
+    assert_eq!(logs.last().unwrap()["message"], "stopped");
     let marks: i32 = client
         .query_one(
             "SELECT marks FROM student_results WHERE roll_number = 6",
