@@ -147,6 +147,12 @@ def test_reads_use_the_read_only_pooler_and_writes_the_read_write_one(default_re
         assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": "password"}
 
 
+def test_tokio_worker_threads_follow_values_not_the_nodes_cpu_count(default_render):
+    for name, _ in cs.FUNCTIONS.values():
+        env = cs.env_map(cs.ksvc_container(ksvcs(default_render)[name]))
+        assert env["TOKIO_WORKER_THREADS"]["value"] == "2"
+
+
 def test_no_plain_text_secret_reaches_a_manifest():
     rendered = cs.render({"database": {"existingSecret": "other-db"}, "writeTokens": {"existingSecret": "other-tokens", "key": "t"}})
     text = "\n".join(rendered.manifests.values())

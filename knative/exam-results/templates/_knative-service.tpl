@@ -115,6 +115,8 @@ spec:
               value: {{ $d.logFormat | quote }}
             - name: SHUTDOWN_DRAIN_SECONDS
               value: {{ $d.shutdownDrainSeconds | toString | quote }}
+            - name: TOKIO_WORKER_THREADS
+              value: {{ $d.workerThreads | toString | quote }}
             - name: EXAM_YEAR_MIN
               value: {{ $d.examYearMin | toString | quote }}
             - name: EXAM_YEAR_MAX
