@@ -1572,11 +1572,17 @@ class Bench:
                  ("growth", self.growth),
                  ("findings", self.findings)]
         timings = []
+        self.failed: list[str] = []
         try:
             for name, step in steps:
                 if name in s.only or name == "findings":
                     t0 = time.monotonic()
-                    step()
+                    try:
+                        step()
+                    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:
+                        # one broken scenario should not cost the others' numbers
+                        self.failed.append(name)
+                        r.p(f"**{name} failed:** `{str(err).strip()[:1500]}`")
                     timings.append([name, time.monotonic() - t0])
         finally:
             self.cleanup()
@@ -1588,6 +1594,8 @@ class Bench:
         out.write_text(r.markdown())
         (s.out_dir / f"{stamp}.json").write_text(json.dumps(self.results, indent=1, default=str))
         print(f"\nwrote {out} (and {out.with_suffix('.json').name})")
+        if self.failed:
+            print(f"failed scenarios: {', '.join(self.failed)}", file=sys.stderr)
         return out
 
 
@@ -1599,7 +1607,7 @@ def main() -> int:
     except KeyboardInterrupt:
         bench.cleanup()
         return 130
-    return 0
+    return 1 if getattr(bench, "failed", None) else 0
 
 
 if __name__ == "__main__":

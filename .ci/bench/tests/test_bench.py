@@ -384,3 +384,26 @@ def test_a_short_point_read_run_against_the_stack_writes_its_tables(tmp_path):
     point = data["point"][0]
     assert point["function"]["requests"] > 0 and point["function"]["errors"] == 0
     assert point["pgbouncer"]["requests"] > 0 and point["pgbouncer"]["errors"] == 0
+
+
+def test_a_failing_scenario_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    (tmp_path / "secrets.env").write_text("POSTGRES_PASSWORD=a\nEXAM_APP_PASSWORD=b\nWRITE_TOKEN=c\n")
+    settings = bench.Settings.from_env({"STATE_DIR": str(tmp_path), "BENCH_OUT": str(tmp_path / "out"),
+                                        "BENCH_ONLY": "point,cold"})
+    b = bench.Bench(settings)
+    ran = []
+    monkeypatch.setattr(b, "check_stack", lambda: None)
+    monkeypatch.setattr(b, "machine", lambda: None)
+    monkeypatch.setattr(b, "seeded_range", lambda: (2025, 1, 10))
+
+    def broken(*args):
+        raise RuntimeError("pgbench failed (2): connection refused")
+
+    monkeypatch.setattr(b, "point_reads", broken)
+    monkeypatch.setattr(b, "cold_start", lambda *args: ran.append("cold"))
+    out = b.run()
+    assert ran == ["cold"]
+    assert b.failed == ["point"]
+    text = out.read_text()
+    assert "**point failed:** `pgbench failed (2): connection refused`" in text
+    assert "| cold |" in text
