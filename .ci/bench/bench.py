@@ -1510,10 +1510,11 @@ class Bench:
         lines = [
             f"- Measured ratio get-result / pgbench-through-PgBouncer at {c} clients: "
             f"**{at['ratio_pgbouncer']:.2f}**; the ratio of their CPU costs per request above predicts "
-            f"{predicted:.2f}. Both runs kept the machine busy (benchmark processes used "
-            f"{busy['function']:.2f} and {busy['pgbouncer']:.2f} cores, everything else "
-            f"{at['function']['cpu']['other']:.2f} and {at['pgbouncer']['cpu']['other']:.2f}): the throughput of "
-            "each path is the CPU left over divided by its CPU per request.",
+            f"{predicted:.2f}. The machine was {at['function']['cpu']['machine busy']:.2f} and "
+            f"{at['pgbouncer']['cpu']['machine busy']:.2f} of {os.cpu_count()} cores busy during the two runs "
+            f"(benchmark processes {busy['function']:.2f} and {busy['pgbouncer']:.2f}, everything else "
+            f"{at['function']['cpu']['other']:.2f} and {at['pgbouncer']['cpu']['other']:.2f}); where it is "
+            "saturated, each path's throughput is the CPU it gets divided by its CPU per request.",
             f"- The same SQL's own p99 at {c} clients: {at['pgbouncer']['p99_ms']:.1f} ms through PgBouncer, "
             f"{at['direct']['p99_ms']:.1f} ms directly; get-result's p99 {at['function']['p99_ms']:.1f} ms. "
             f"With {c} requests always in flight, mean latency = {c} / throughput (Little's law).",

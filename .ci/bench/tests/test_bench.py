@@ -407,3 +407,33 @@ def test_a_failing_scenario_is_reported_and_the_others_still_run(tmp_path, monke
     text = out.read_text()
     assert "**point failed:** `pgbench failed (2): connection refused`" in text
     assert "| cold |" in text
+
+
+def test_sweep_keeps_the_better_of_two_passes_per_point(tmp_path, monkeypatch):
+    (tmp_path / "secrets.env").write_text("POSTGRES_PASSWORD=a\nEXAM_APP_PASSWORD=b\nWRITE_TOKEN=c\n")
+    b = bench.Bench(bench.Settings.from_env({"STATE_DIR": str(tmp_path)}))
+
+    class FakeProc:
+        pid = os.getpid()
+
+    calls = []
+    # first pass (up): 100, 200, 300; second pass (down): 350, 150, 50
+    rates = iter([100, 200, 300, 350, 150, 50])
+
+    def fake_wrk(port, c, script, args=(), sampler=None, duration=None):
+        calls.append(c)
+        rps = next(rates)
+        return {"rps": rps, "p50_ms": 1.0, "p99_ms": float(rps), "errors": 0, "cpu": {"get-result": 0.5}}
+
+    monkeypatch.setattr(b, "start_function", lambda *a, **k: (FakeProc(), 1))
+    monkeypatch.setattr(b, "stop", lambda proc: None)
+    monkeypatch.setattr(bench, "http_get", lambda *a, **k: (200, b""))
+    monkeypatch.setattr(b, "run_wrk", fake_wrk)
+    points = b.sweep_one("get-result", 8, [1, 2, 4], "point_read.lua", [])
+    assert calls == [1, 2, 4, 4, 2, 1]
+    assert [p["concurrency"] for p in points] == [1, 2, 4]
+    assert [p["rps"] for p in points] == [100, 200, 350]
+    assert [p["other_pass_rps"] for p in points] == [50, 150, 300]
+    # the kept pass carries its own latency
+    assert points[2]["p99_ms"] == 350.0
+    b.cleanup()
