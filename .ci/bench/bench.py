@@ -772,6 +772,26 @@ class Bench:
                                     capture_output=True, text=True).stdout.strip()
         except OSError:
             commit = "?"
+        def git(*args):
+            try:
+                return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+            except OSError:
+                return ""
+
+        binary = ROOT / "target" / "release" / "get-result"
+        built = (dt.datetime.fromtimestamp(binary.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+                 if binary.exists() else "missing")
+        last_change = git("log", "-1", "--format=%cd %h", "--date=format-local:%Y-%m-%d %H:%M:%S UTC", "--",
+                          "functions", "Cargo.toml", "Cargo.lock")
+        stack_started = "?"
+        try:
+            pid = int((self.s.state_dir / "run" / "get-result.pid").read_text().split()[0])
+            boot = float(open("/proc/stat").read().split("btime ")[1].split()[0])
+            start_ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
+            stack_started = dt.datetime.fromtimestamp(boot + start_ticks / CLK_TCK, dt.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S UTC")
+        except (OSError, ValueError, IndexError):
+            pass
         rows = [
             ["CPU", f"{os.cpu_count()} x {cpu}"],
             ["memory", f"{mem_kib / 1048576:.1f} GiB"],
@@ -781,6 +801,9 @@ class Bench:
             ["PgBouncer", version(["sh", "-c", "pgbouncer --version 2>/dev/null || /usr/sbin/pgbouncer --version"])],
             ["wrk", version(["sh", "-c", "wrk -v 2>&1 | head -1"])],
             ["commit", commit],
+            ["release binaries built (target/release/get-result)", built],
+            ["last commit to functions/ or Cargo files", last_change or "?"],
+            ["stack's get-result started", stack_started],
             ["mode", ("quick (BENCH_QUICK=1)" if self.s.quick else "full") +
              f", {self.s.duration:g} s per run, {self.s.sweep_duration:g} s per sweep point"],
             ["load average before the run", " ".join(open("/proc/loadavg").read().split()[:3])],
