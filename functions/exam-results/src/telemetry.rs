@@ -62,7 +62,13 @@ static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::Worke
 /// buffer is not lossy: if it ever fills, logging waits rather than drops
 /// lines. Call [`flush_logs`] before the process exits.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // hyper reports every client that hangs up mid-request (a load balancer's
+    // idle close, a user closing the tab) as an ERROR "server connection
+    // error"; that is not a server fault. Silenced unless LOG_LEVEL names warp.
+    if !level.contains("warp") {
+        filter = filter.add_directive("warp::server=off".parse().expect("a valid directive"));
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
