@@ -69,7 +69,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -95,6 +95,10 @@ test-observability: ## promtool rule tests, dashboard checks
 .PHONY: test-cicd
 test-cicd: ## Promotion program against a real Prometheus, workflow lint
 	$(PYTEST) .github/promote/tests
+
+.PHONY: test-bench
+test-bench: ## Unit tests of the benchmark harness (parsing, recommendations); no load is generated
+	$(PYTEST) .ci/bench/tests
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
