@@ -215,7 +215,7 @@ def test_disabled_function_renders_nothing_for_it(rendered_sets):
 def test_scaling_docs_table_matches_the_chart_defaults():
     """docs/scaling.md's defaults table is what values.yaml says."""
     text = (cs.REPO / "docs" / "scaling.md").read_text()
-    table = text.split("## Defaults (provisional)", 1)[1].split("\n\n", 2)[1]
+    table = text.split("## Defaults (from the benchmark)", 1)[1].split("\n\n", 2)[1]
     rows = {}
     for line in table.splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]

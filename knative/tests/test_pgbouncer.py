@@ -93,7 +93,7 @@ def test_config_pools_transactions_over_two_logical_databases(default_render):
     assert settings["listen_port"] == "6432"
     assert int(settings["max_prepared_statements"]) > 0
     assert set(settings["ignore_startup_parameters"].split(",")) >= {"extra_float_digits"}
-    assert settings["max_client_conn"] == "1000"
+    assert settings["max_client_conn"] == "2000"
     assert settings["unix_socket_dir"] == ""
     for database in databases.values():
         assert database.endswith("connect_query='SET statement_timeout = 10000'")
@@ -166,5 +166,5 @@ def test_pods_run_with_a_high_uid(default_render):
 
 def test_config_change_rolls_the_pods():
     before = cs.render().one("Deployment", "pgbouncer")["spec"]["template"]["metadata"]["annotations"]
-    after = cs.render(sets=("pgbouncer.maxClientConn=1200",)).one("Deployment", "pgbouncer")
+    after = cs.render(sets=("pgbouncer.maxClientConn=2200",)).one("Deployment", "pgbouncer")
     assert after["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != before["checksum/config"]

@@ -16,8 +16,8 @@ def test_client_connections_beyond_pgbouncer_capacity_fail_with_the_numbers():
     assert "pool arithmetic" in message
     # 400 x 8 x 2 = 6400 for get-result; the rest at defaults
     assert "get-result 6400" in message
-    assert "PgBouncer accepts only 2000" in message
-    assert "pgbouncer.maxClientConn 1000" in message
+    assert "PgBouncer accepts only 4000" in message
+    assert "pgbouncer.maxClientConn 2000" in message
 
 
 def test_server_connections_beyond_postgres_max_connections_fail_with_the_numbers():
@@ -45,7 +45,7 @@ def test_a_reserved_metrics_port_is_refused():
 
 @pytest.mark.parametrize("sets, expected", [
     (("functions.getResult.autoscaling.minScale=200",), "minScale 200 is above maxScale 100"),
-    (("functions.getResult.autoscaling.target=500",), "autoscaling.target 500 is above containerConcurrency 100"),
+    (("functions.getResult.autoscaling.target=500",), "autoscaling.target 500 is above containerConcurrency 128"),
     (("functions.createResult.revision=V2",), "/functions/createResult/revision"),
     (("functions.createResult.traffic[0].revision=v1", "functions.createResult.traffic[0].latestRevision=true",
       "functions.createResult.traffic[0].percent=100"), "set exactly one of revision, revisionName or latestRevision"),
