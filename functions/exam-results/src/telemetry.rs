@@ -73,7 +73,10 @@ pub fn init_logging(level: &str, format: LogFormat) {
         .lossy(false)
         // Buffered: the writer thread drains every queued line, then flushes,
         // so a burst of lines costs one write(2) (docs/performance.md).
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

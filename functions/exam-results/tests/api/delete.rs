@@ -32,13 +32,7 @@ async fn deleting_an_absent_result_returns_404() {
 async fn delete_with_a_wrong_token_returns_401_and_deletes_nothing() {
     let app = spawn(DELETE).await;
     app.insert_rows(shared_cluster(), &[(12, 2024, 60)]).await;
-    let reply = app
-        .send(
-            app.client
-                .delete(app.url("/results/2024/12"))
-                .header("authorization", "Bearer not-the-token-at-all"),
-        )
-        .await;
+    let reply = app.delete_as(2024, 12, "not-the-token-at-all").await;
     assert_eq!(reply.status, 401);
     assert_eq!(app.row_count(shared_cluster()).await, 1);
 }
@@ -47,12 +41,6 @@ async fn delete_with_a_wrong_token_returns_401_and_deletes_nothing() {
 async fn any_configured_token_is_accepted() {
     let app = spawn(DELETE).await;
     app.insert_rows(shared_cluster(), &[(12, 2024, 60)]).await;
-    let reply = app
-        .send(
-            app.client
-                .delete(app.url("/results/2024/12"))
-                .header("authorization", "Bearer another-token-0123456789"),
-        )
-        .await;
+    let reply = app.delete_as(2024, 12, "another-token-0123456789").await;
     assert_eq!(reply.status, 204);
 }

@@ -662,11 +662,16 @@ impl TestApp {
     }
 
     pub async fn delete(&self, year: i32, roll: i64) -> Reply {
+        self.delete_as(year, roll, TOKEN).await
+    }
+
+    /// DELETE with an explicit bearer token.
+    pub async fn delete_as(&self, year: i32, roll: i64, token: &str) -> Reply {
+        let url = self.url(&format!("/results/{year}/{roll}"));
         self.send(
-            self.authed(
-                self.client
-                    .delete(self.url(&format!("/results/{year}/{roll}"))),
-            ),
+            self.client
+                .delete(url)
+                .header("authorization", format!("Bearer {token}")),
         )
         .await
     }
