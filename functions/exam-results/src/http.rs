@@ -84,13 +84,12 @@ pub fn finish(ctx: RequestContext, mut response: Response) -> Response {
 /// Turns any rejection left after routing into a JSON error. Routes return
 /// domain errors as replies, so what reaches here is "no route matched".
 pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
-    let error = if rejection.is_not_found() {
+    // Routes check methods themselves (405 with the right `Allow`), so a
+    // method rejection can only come from a path no route claims: a 404.
+    let error = if rejection.is_not_found()
+        || rejection.find::<warp::reject::MethodNotAllowed>().is_some()
+    {
         ApiError::NotFound("no such route".into())
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed {
-            method: "this".into(),
-            allowed: "GET",
-        }
     } else {
         ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
     };
