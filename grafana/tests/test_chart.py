@@ -3,7 +3,6 @@ rendered with the real Helm engine, compared with the grafana/ sources, validate
 prometheus-operator CRD schemas and Kubernetes' own."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -21,14 +20,9 @@ sys.path.insert(0, str(REPO / ".ci"))
 ENABLED = {"observability": {"prometheusRule": {"enabled": True}, "podMonitors": {"enabled": True}}}
 
 
-def deep_merge(base, override):
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+# Helm's -f/--set merge, as the chart's own tests implement it.
+sys.path.insert(0, str(REPO / "knative" / "tests"))
+from chart_support import deep_merge  # noqa: E402
 
 
 def render(values=None):
