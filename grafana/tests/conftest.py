@@ -16,10 +16,11 @@ RULE_TESTS = GRAFANA / "alerts" / "exam-results.rules.test.yml"
 DASHBOARD_DIR = GRAFANA / "dashboards"
 CHART = REPO / "knative" / "exam-results"
 DOC = REPO / "docs" / "observability.md"
+CHART_RULES = CHART / "observability" / "exam-results.rules.yml"
 
-sys.path.insert(0, str(DASHBOARD_DIR))
+sys.path.insert(0, str(GRAFANA))  # generate.py and the mixin package
 
-# Metric names the functions export (docs: /work/notes contract, "Metrics"); dashboards and
+# Metric names the functions export (docs/observability.md, "Metric catalogue"); dashboards and
 # rules must use exactly these.
 FUNCTION_METRICS = {
     "http_server_request_duration_seconds_bucket",
@@ -57,7 +58,8 @@ def substitute(expr: str, overrides: dict | None = None) -> str:
     values.update(overrides or {})
     for key in sorted(values, key=len, reverse=True):
         expr = expr.replace(key, values[key])
-    leftover = re.findall(r"\$\{?\w+", expr)
+    # ($1 and friends are label_replace's group references, not Grafana variables)
+    leftover = re.findall(r"\$\{?[A-Za-z_]\w*", expr)
     assert not leftover, f"unsubstituted Grafana variables {leftover} in {expr}"
     return expr
 

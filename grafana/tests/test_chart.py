@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import pytest
 import yaml
 
-from conftest import CHART, DASHBOARD_DIR, GRAFANA, REPO, RULE_TESTS, RULES, require_tool, run
+from conftest import CHART, CHART_RULES, DASHBOARD_DIR, GRAFANA, REPO, RULE_TESTS, RULES, require_tool, run
 
 helm = pytest.importorskip("helm_python")
 helm.disable_logging()
@@ -25,9 +26,9 @@ sys.path.insert(0, str(REPO / "knative" / "tests"))
 from chart_support import deep_merge  # noqa: E402
 
 
-def render(values=None):
+def render(values=None, namespace="exam-results"):
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name="exam-results", namespace="exam-results", is_install=True)
+        manifests = chart.render(values, name="exam-results", namespace=namespace, is_install=True)
     objects = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
@@ -46,8 +47,9 @@ def enabled():
 
 
 def test_chart_files_are_symlinks_to_the_grafana_sources():
+    """The dashboards and the CloudNativePG query exist once, in grafana/; the rules file is the
+    generator's second output (with the release's tokens), checked by test_generate.py."""
     links = {
-        "observability/exam-results.rules.yml": RULES,
         "observability/postgres-queries.yaml": GRAFANA / "postgres" / "queries.yaml",
     }
     for f in DASHBOARD_DIR.glob("*.json"):
@@ -74,44 +76,130 @@ def test_disabled_observability_renders_nothing_of_its_own():
     assert mine == []
 
 
-def test_prometheusrule_carries_the_rules_file(enabled):
-    (rule,) = find(enabled, "PrometheusRule")
-    source = yaml.safe_load(RULES.read_text())["groups"]
-    rendered = rule["spec"]["groups"]
-    assert [g["name"] for g in rendered] == [g["name"] for g in source]
-    for got, want in zip(rendered, source):
-        if got["name"] != "exam-results.scale-limits":
-            assert got == want
+def rendered_groups(objects):
+    (rule,) = find(objects, "PrometheusRule")
+    return rule["spec"]["groups"]
+
+
+def test_prometheusrule_with_default_values_is_the_local_rules_file(enabled):
+    """grafana/alerts/exam-results.rules.yml (what Prometheus loads locally and promtool tests) is
+    the PrometheusRule the chart renders for release exam-results in namespace exam-results with
+    its default values: scope, thresholds and max-scale bounds included."""
+    assert rendered_groups(enabled) == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_the_chart_fills_every_token_of_its_rules_file(enabled):
+    text = CHART_RULES.read_text()
+    tokens = set(re.findall(r"@@\w+@@", text))
+    assert tokens, "the chart's rules file carries the release's scope as tokens"
+    assert "@@" not in json.dumps(rendered_groups(enabled))
+
+
+def test_pgbouncer_scope_names_the_deployment_the_chart_renders(enabled):
+    (deployment,) = [d for d in find(enabled, "Deployment")
+                     if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "pgbouncer"]
+    records = {r["record"]: r for g in rendered_groups(enabled) for r in g["rules"] if "record" in r}
+    assert f'deployment="{deployment["metadata"]["name"]}"' in records["exam_results:pgbouncer_replicas_available"]["expr"]
 
 
 def test_prometheusrule_max_scale_follows_the_chart_values(enabled):
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    (rule,) = find(enabled, "PrometheusRule")
-    (limits,) = [g for g in rule["spec"]["groups"] if g["name"] == "exam-results.scale-limits"]
+    (limits,) = [g for g in rendered_groups(enabled) if g["name"] == "exam-results.scale-limits"]
     got = {r["labels"]["kn_service_name"]: r["expr"] for r in limits["rules"]}
     assert got == {
         "get-result": f"vector({values['functions']['getResult']['autoscaling']['maxScale']})",
         "list-results": f"vector({values['functions']['listResults']['autoscaling']['maxScale']})",
     }
-    # and the rules file's defaults are the chart's defaults
-    (source,) = [g for g in yaml.safe_load(RULES.read_text())["groups"] if g["name"] == "exam-results.scale-limits"]
-    assert {r["labels"]["kn_service_name"]: r["expr"] for r in source["rules"]} == got
-
     changed = render(deep_merge(ENABLED, {"functions": {"getResult": {"autoscaling": {"maxScale": 7}},
                                                         "listResults": {"enabled": False}}}))
-    (rule,) = find(changed, "PrometheusRule")
-    (limits,) = [g for g in rule["spec"]["groups"] if g["name"] == "exam-results.scale-limits"]
+    (limits,) = [g for g in rendered_groups(changed) if g["name"] == "exam-results.scale-limits"]
     assert limits["rules"] == [{"record": "exam_results:knative_max_scale", "expr": "vector(7)",
                                 "labels": {"kn_service_name": "get-result"}}]
 
 
 def test_rendered_rules_pass_the_promtool_unit_tests(enabled, tmp_path):
     promtool = require_tool("promtool")
-    (rule,) = find(enabled, "PrometheusRule")
-    (tmp_path / RULES.name).write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    (tmp_path / RULES.name).write_text(yaml.safe_dump({"groups": rendered_groups(enabled)}, sort_keys=False))
     (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
     res = run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# A release with its own scope: Postgres in another namespace under another cluster name, five
+# PgBouncer pods with a disruption budget of one.
+SCOPED = deep_merge(ENABLED, {"postgres": {"namespace": "databases", "clusterName": "results-pg"},
+                              "pgbouncer": {"replicas": 5, "podDisruptionBudget": {"maxUnavailable": 1}}})
+
+
+def volume_series(namespace, claim, free_bytes):
+    return [{"series": f'kubelet_volume_stats_{m}{{job="kubelet",namespace="{namespace}",persistentvolumeclaim="{claim}"}}',
+             "values": f"{v}x10"} for m, v in (("capacity_bytes", 100), ("available_bytes", free_bytes),
+                                                ("used_bytes", 100 - free_bytes))]
+
+
+def pgbouncer_series(namespace, deployment, available):
+    return [{"series": f'kube_deployment_status_replicas_available{{namespace="{namespace}",deployment="{deployment}"}}',
+             "values": f"{available}x10"}]
+
+
+def promtool_alerts(groups, tmp_path, series, alertname, eval_time):
+    """The alerts promtool's rule evaluation fires for these series: a unit test that expects
+    none, whose failure output lists what fired."""
+    promtool = require_tool("promtool")
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    (tmp_path / "t.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series,
+                   "alert_rule_test": [{"eval_time": eval_time, "alertname": alertname, "exp_alerts": []}]}]}))
+    res = run([promtool, "test", "rules", "t.yml"], cwd=tmp_path)
+    if res.returncode == 0:
+        return []
+    got = (res.stdout + res.stderr).split("got:", 1)[1]
+    return sorted(set(re.findall(r'(?:persistentvolumeclaim|deployment)="([^"]+)"', got)))
+
+
+def test_volume_alerts_follow_the_postgres_namespace_and_cluster_name(tmp_path):
+    groups = rendered_groups(render(SCOPED, namespace="results"))
+    series = (volume_series("databases", "results-pg-1", 1) + volume_series("databases", "results-pg-2-wal", 1)
+              # not this release's: its claim names in another namespace, another cluster's claims
+              + volume_series("results", "results-pg-1", 1) + volume_series("databases", "exam-results-db-1", 1)
+              + volume_series("databases", "results-pg-1-backup", 1))
+    fired = promtool_alerts(groups, tmp_path, series, "ExamResultsPersistentVolumeFillingUp", "5m")
+    assert fired == ["results-pg-1", "results-pg-2-wal"]
+
+
+def test_volume_claim_regex_from_values_is_escaped_for_promql(tmp_path):
+    regex = 'pg-data-[0-9]+|pg\\.wal'  # a literal dot, escaped in the regex
+    groups = rendered_groups(render(deep_merge(SCOPED, {"observability": {"alerts": {"postgresVolumes": {
+        "claimRegex": regex}}}}), namespace="results"))
+    series = (volume_series("databases", "pg-data-1", 1) + volume_series("databases", "pg.wal", 1)
+              + volume_series("databases", "pgxwal", 1) + volume_series("databases", "results-pg-1", 1))
+    fired = promtool_alerts(groups, tmp_path, series, "ExamResultsPersistentVolumeFillingUp", "5m")
+    assert fired == ["pg-data-1", "pg.wal"]
+
+
+@pytest.mark.parametrize("values, available, fires", [
+    ({}, 4, False),                                                   # 5 replicas - 1 = 4
+    ({}, 3, True),
+    ({"pgbouncer": {"podDisruptionBudget": {"maxUnavailable": 2}}}, 3, False),    # 5 - 2 = 3
+    ({"pgbouncer": {"podDisruptionBudget": {"maxUnavailable": 2}}}, 2, True),
+    ({"observability": {"alerts": {"pgbouncer": {"minAvailable": 2}}}}, 2, False),
+    ({"observability": {"alerts": {"pgbouncer": {"minAvailable": 2}}}}, 1, True),
+], ids=["replicas-less-budget-met", "replicas-less-budget-short", "budget-of-two-met",
+        "budget-of-two-short", "minAvailable-met", "minAvailable-short"])
+def test_pgbouncer_alert_threshold_comes_from_the_values(tmp_path, values, available, fires):
+    groups = rendered_groups(render(deep_merge(SCOPED, values), namespace="results"))
+    series = (pgbouncer_series("results", "pgbouncer", available)
+              # foreign poolers: the same name in another namespace, another name in this one
+              + pgbouncer_series("other-team", "pgbouncer", 0) + pgbouncer_series("results", "billing-pgbouncer", 0))
+    fired = promtool_alerts(groups, tmp_path, series, "ExamResultsPgBouncerPodsUnavailable", "8m")
+    assert fired == (["pgbouncer"] if fires else [])
+
+
+@pytest.mark.parametrize("value", [0, -1, "two", 1.5])
+def test_pgbouncer_min_available_must_be_a_positive_whole_number(value):
+    with pytest.raises(Exception, match="minAvailable must be a whole number of pods"):
+        render(deep_merge(ENABLED, {"observability": {"alerts": {"pgbouncer": {"minAvailable": value}}}}))
 
 
 def test_runbook_base_url_adds_runbook_url_to_every_alert():
