@@ -25,7 +25,11 @@ pytestmark = pytest.mark.skipif(GO is None, reason="Go not found: install Go 1.2
                                                    "to check Knative metric names against Knative's source")
 
 # The floor the docs state, used only while knative/go.mod does not pin knative.dev/serving.
-FLOOR = "v0.46.0"
+# Serving v0.46.0 and v0.46.1 build with go.opentelemetry.io/otel/exporters/prometheus v0.59.0, a
+# retracted release that appends a unit in braces to the name (kn_revision_pods_desired__item_);
+# v0.46.4 builds with v0.59.1, which drops it.
+FLOOR = "v0.46.4"
+BRACKETED_UNIT_EXPORTERS = {"v0.59.0"}
 
 INSTRUMENT = re.compile(r"\.(Int64|Float64)(Counter|UpDownCounter|Histogram|Gauge|ObservableCounter|"
                         r"ObservableUpDownCounter|ObservableGauge)\(\s*\"([A-Za-z0-9_.]+)\"")
@@ -76,10 +80,12 @@ def call_text(text: str, start: int) -> str:
     return text[start:i]
 
 
-def prometheus_names(name: str, kind: str, unit: str) -> set[str]:
+def prometheus_names(name: str, kind: str, unit: str, bracketed_units: bool = False) -> set[str]:
     """The series names the OpenTelemetry Prometheus exporter gives one instrument (underscore
-    escaping, unit and type suffixes, as Prometheus scrapes it by default)."""
+    escaping, unit and type suffixes, as a scraper without UTF-8 names receives them)."""
     base = re.sub(r"[^A-Za-z0-9_:]", "_", name)
+    if bracketed_units and unit.startswith("{"):
+        base = re.sub(r"[^A-Za-z0-9_:]", "_", f"{base}_{unit}")
     unit = re.sub(r"\{[^}]*\}", "", unit)
     main, _, per = unit.partition("/")
     suffix = "_".join(x for x in (UNIT_SUFFIXES.get(main, main),
@@ -93,7 +99,7 @@ def prometheus_names(name: str, kind: str, unit: str) -> set[str]:
     return {base}
 
 
-def knative_definitions(roots: list[Path]) -> tuple[dict[str, str], set[str]]:
+def knative_definitions(roots: list[Path], bracketed_units: bool = False) -> tuple[dict[str, str], set[str]]:
     """Prometheus name -> where Knative defines it; and Knative's attribute keys as labels."""
     names, labels = {}, set()
     for root in roots:
@@ -102,7 +108,7 @@ def knative_definitions(roots: list[Path]) -> tuple[dict[str, str], set[str]]:
             for m in INSTRUMENT.finditer(text):
                 # the last WithUnit wins, as with every OpenTelemetry option
                 units = UNIT.findall(call_text(text, m.end() - len(m.group(3)) - 2))
-                for n in prometheus_names(m.group(3), m.group(2), units[-1] if units else ""):
+                for n in prometheus_names(m.group(3), m.group(2), units[-1] if units else "", bracketed_units):
                     names[n] = f"{root.name}/{path.relative_to(root)}: {m.group(3)}"
             labels |= {a.replace(".", "_") for a in ATTRIBUTE.findall(text)}
     return names, labels
@@ -142,9 +148,17 @@ def knative():
     serving = module_dir("knative.dev/serving", version)
     pkg_version = re.search(r"^\s*knative\.dev/pkg\s+(v\S+)", (serving / "go.mod").read_text(), flags=re.M).group(1)
     pkg = module_dir("knative.dev/pkg", pkg_version)
-    names, labels = knative_definitions([serving, pkg])
-    print(f"\nknative.dev/serving@{version}, knative.dev/pkg@{pkg_version}: {len(names)} series names")
+    exporter = exporter_version(serving)
+    names, labels = knative_definitions([serving, pkg], exporter in BRACKETED_UNIT_EXPORTERS)
+    print(f"\nknative.dev/serving@{version}, knative.dev/pkg@{pkg_version}, "
+          f"exporters/prometheus@{exporter}: {len(names)} series names")
     return names, labels
+
+
+def exporter_version(serving: Path) -> str:
+    m = re.search(r"^\s*go\.opentelemetry\.io/otel/exporters/prometheus\s+(v\S+)",
+                  (serving / "go.mod").read_text(), flags=re.M)
+    return m.group(1) if m else ""
 
 
 def test_the_rules_and_dashboards_read_knative_metrics():
@@ -156,7 +170,8 @@ def test_every_knative_metric_used_exists_in_the_knative_floor(knative):
     names, _ = knative
     used = knative_metrics_used(exprs_of_rules_and_dashboards())
     missing = sorted(used - set(names))
-    assert missing == [], f"not defined by Knative {serving_version()}: {missing}"
+    assert missing == [], (f"not defined by knative.dev/serving {serving_version()}: {missing} "
+                           f"(Knative's names there: {sorted(n for n in names if n.startswith('kn_revision'))})")
 
 
 def test_every_label_selecting_knative_series_is_a_knative_attribute_or_a_scrape_label(knative):
@@ -177,6 +192,16 @@ def test_a_name_knative_does_not_define_is_reported(knative, expr, wrong):
     assert knative_metrics_used([expr]) - set(names) == {wrong}
 
 
+def test_serving_built_with_the_retracted_exporter_lacks_the_gauge_names_we_use():
+    """Why the floor is v0.46.4: v0.46.0's autoscaler gauges reach Prometheus under other names."""
+    serving = module_dir("knative.dev/serving", "v0.46.0")
+    assert exporter_version(serving) in BRACKETED_UNIT_EXPORTERS
+    pkg_version = re.search(r"^\s*knative\.dev/pkg\s+(v\S+)", (serving / "go.mod").read_text(), flags=re.M).group(1)
+    names, _ = knative_definitions([serving, module_dir("knative.dev/pkg", pkg_version)], bracketed_units=True)
+    missing = knative_metrics_used(exprs_of_rules_and_dashboards()) - set(names)
+    assert "kn_revision_pods_desired" in missing and "kn_revision_panic_mode" not in missing
+
+
 def test_name_translation_follows_the_prometheus_exporter():
     assert prometheus_names("kn.revision.pods.desired", "Gauge", "{item}") == {"kn_revision_pods_desired"}
     assert prometheus_names("kn.queueproxy.app.duration", "Histogram", "s") == {
@@ -184,5 +209,8 @@ def test_name_translation_follows_the_prometheus_exporter():
         "kn_queueproxy_app_duration_seconds_count"}
     assert prometheus_names("kn.workqueue.adds", "Counter", "{item}") == {"kn_workqueue_adds_total"}
     assert prometheus_names("kn.revision.rps.stable", "Gauge", "{request}/s") == {"kn_revision_rps_stable_per_second"}
+    # the retracted exporter v0.59.0 kept a bracketed unit in the name
+    assert prometheus_names("kn.revision.pods.desired", "Gauge", "{item}", bracketed_units=True) == {
+        "kn_revision_pods_desired__item_"}
     assert knative_metrics_used(['sum by (kn_revision_name) (kn_revision_pods_count{kn_service_name=~"$f"})']) \
         == {"kn_revision_pods_count"}
