@@ -3,6 +3,7 @@
 
     python3 grafana/generate.py           # write every file below
     python3 grafana/generate.py --check   # exit 1 and name the files that differ
+    python3 grafana/generate.py --queries [local|kubernetes]   # list the panel queries by scope
 
 Writes
 - grafana/alerts/exam-results.rules.yml: recording and alert rules, scoped to the release as the
@@ -92,6 +93,12 @@ def stale() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--queries"]:
+        queries = [q for q in panel_queries() if q["scope"] in (argv[1:] or ["local", "kubernetes"])]
+        for q in queries:
+            print(f"{q['scope']:<10} {q['dashboard']}: {q['panel']} ({q['refId']})")
+        print(f"{len(queries)} queries")
+        return 0
     if "--check" in argv:
         out = stale()
         if out:
