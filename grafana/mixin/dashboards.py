@@ -444,7 +444,7 @@ def data_tier() -> Dashboard:
         Stat("Days until full",
              f"Free space divided by the daily decrease that the fill-up alert's linear fit "
              f"({forecast}) forecasts. Empty while a volume is not filling.", "d",
-             (Target(f"{available(PVC)}\n/\n(({available(PVC)} - {forecast(PVC)}) / {days}) > 0",
+             (Target(f"{available(PVC)}\n/\n((({available(PVC)} - {forecast(PVC)}) / {days}) > 0)",
                      "{{persistentvolumeclaim}}"),),
              thresholds=th((None, "red"), (days, "orange"), (14, "green")), decimals=1, graph=False),
         TimeSeries("Inodes used", "Share of each claim's inodes in use.", "percentunit",
