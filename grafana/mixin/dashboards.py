@@ -5,7 +5,7 @@ Every panel is built the same way: datasource ``${datasource}``, a unit, a descr
 release's volume and PgBouncer series) is read through its ``Record``, never recomputed."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import config as c
 from .promql import uses_kubernetes_metrics

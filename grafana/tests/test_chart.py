@@ -4,7 +4,6 @@ prometheus-operator CRD schemas and Kubernetes' own."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 
