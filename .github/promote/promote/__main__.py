@@ -17,13 +17,14 @@ import subprocess
 import sys
 from typing import Optional
 
-from . import FUNCTIONS
+from . import FUNCTIONS, manifest
 from .changes import changed_functions, git_diff_since, plan
 from .cluster import HelmCluster
 from .gates import GateConfig, Prometheus, evaluate
 from .rollout import (CANDIDATE_TAG, Decision, RealClock, Rollout, RolloutConfig, RolloutFailed,
-                      abort_candidate, manual_rollback)
-from .smoke import SmokeConfig, make_smoke_test
+                      abort_candidate, commit_of, manual_rollback)
+from .load import HttpLoad, LoadConfig
+from .smoke import SMOKE_EXAM_YEAR, SmokeConfig, make_smoke_test
 from .summary import as_json, markdown
 
 EXIT = {Decision.PROMOTED: 0, Decision.UNCHANGED: 0, Decision.ROLLED_BACK: 1, Decision.FAILED: 2}
@@ -134,26 +135,38 @@ def _add_gate_args(p: argparse.ArgumentParser) -> None:
                         "serving.knative.dev/revision)")
 
 
+def _stable_urls(cluster: HelmCluster, function: str) -> dict[str, str]:
+    """The other functions' Service URLs (smoke tests and synthetic load use them)."""
+    stable = {}
+    for fn in FUNCTIONS:
+        if fn != function:
+            try:
+                url = cluster.get(fn).url
+            except RolloutFailed:
+                url = None
+            if url:
+                stable[fn] = url
+    return stable
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
-    revision = args.revision or f"{args.function}-{args.suffix}"
-    cfg = RolloutConfig(function=args.function, revision=revision, digest=args.digest, steps=args.steps,
+    cfg = RolloutConfig(function=args.function, suffix=args.suffix, digest=args.digest, steps=args.steps,
                         gate=_gate(args), bake_seconds=args.bake_seconds, check_interval=args.check_interval,
                         ready_timeout=args.ready_timeout, route_timeout=args.route_timeout)
     cluster = _cluster(args)
+    token = os.environ.get("PROMOTE_SMOKE_WRITE_TOKEN") or None
+    seed = f"{args.function}-{args.suffix}"
+    stable = _stable_urls(cluster, args.function) if not (args.no_smoke and args.no_synthetic_load) else {}
     smoke = None
     if not args.no_smoke:
-        stable = {}
-        for fn in FUNCTIONS:
-            if fn != args.function:
-                try:
-                    url = cluster.get(fn).url
-                except RolloutFailed:
-                    url = None
-                if url:
-                    stable[fn] = url
-        smoke = make_smoke_test(args.function, revision, stable, SmokeConfig(
-            exam_year=args.smoke_exam_year, write_token=os.environ.get("PROMOTE_SMOKE_WRITE_TOKEN") or None))
-    report = Rollout(cfg, cluster, _prometheus(args), RealClock(), smoke).run()
+        smoke = make_smoke_test(args.function, seed, stable, SmokeConfig(exam_year=args.smoke_exam_year,
+                                                                          write_token=token))
+    load = None
+    if not args.no_synthetic_load:
+        load = HttpLoad(manifest.function(args.function), stable,
+                        LoadConfig(exam_year=args.smoke_exam_year, token=token, max_rate=args.synthetic_max_rate),
+                        seed=seed)
+    report = Rollout(cfg, cluster, _prometheus(args), RealClock(), smoke, load).run()
     gates = (f"error ratio ≤ {args.max_error_ratio:g}, p99 ≤ {args.max_p99_seconds:g}s over {args.window}, "
              f"≥ {args.min_requests:g} requests; steps {','.join(map(str, args.steps))}%, "
              f"bake {args.bake_seconds:g}s, check every {args.check_interval:g}s")
@@ -169,8 +182,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def cmd_deploy_candidates(args: argparse.Namespace) -> int:
     """Deploy several candidates at 0 % in one Helm upgrade (needed when the
-    chart changed: every function's template changes at once, and a BYO
-    revision name must change with its template)."""
+    chart changed: every function's template changes at once). Each
+    candidate tag follows its Service's latest revision; the per-function
+    rollouts that follow read the revisions' names from the Services."""
     from .cluster import override_values
     from .rollout import PREVIOUS_TAG
     from .knative import TrafficTarget
@@ -182,21 +196,19 @@ def cmd_deploy_candidates(args: argparse.Namespace) -> int:
         if fn not in FUNCTIONS:
             print(f"unknown function {fn!r}", file=sys.stderr)
             return 64
-        revision = f"{fn}-{args.suffix}"
         state = cluster.get(fn)
-        stable = state.stable_revision(exclude=revision)
-        cand = state.tagged(CANDIDATE_TAG)
-        if state.percent_of(revision) == 100 and not (cand and cand.revision == revision):
-            print(f"{fn}: {revision} already serves 100%, left as is")
+        stable = state.stable_revision()
+        if commit_of(fn, stable) == args.suffix and state.percent_of(stable or "") == 100:
+            print(f"{fn}: {stable} already serves 100%, left as is")
             continue
-        traffic = [TrafficTarget(revision, 0 if stable else 100, CANDIDATE_TAG)]
+        traffic = [TrafficTarget(None, 0 if stable else 100, CANDIDATE_TAG)]
         if stable:
             traffic.insert(0, TrafficTarget(stable, 100))
             prev = state.tagged(PREVIOUS_TAG)
-            if prev and prev.revision not in (stable, revision):
+            if prev and prev.revision not in (stable, None):
                 traffic.append(TrafficTarget(prev.revision, 0, PREVIOUS_TAG))
-        merged["functions"].update(override_values(fn, revision, digests[fn], traffic)["functions"])
-        print(f"{fn}: candidate {revision} at 0% beside {stable or '(first deploy: 100%)'}")
+        merged["functions"].update(override_values(fn, args.suffix, digests[fn], traffic)["functions"])
+        print(f"{fn}: candidate of {args.suffix} at 0% beside {stable or '(first deploy: 100%)'}")
     if merged["functions"]:
         cluster.apply_values(merged)
     return 0
@@ -215,16 +227,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    revision = f"{args.function}-{args.suffix}"
     try:
-        stable = abort_candidate(_cluster(args), RealClock(), args.function, revision)
+        stable = abort_candidate(_cluster(args), RealClock(), args.function, args.suffix)
     except RolloutFailed as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    msg = (f"{args.function}: {revision} aborted, 100% on {stable}" if stable
-           else f"{args.function}: {revision} had no traffic to take back")
+    msg = (f"{args.function}: the candidate of {args.suffix} aborted, 100% on {stable}" if stable
+           else f"{args.function}: the candidate of {args.suffix} had no traffic to take back")
     print(msg)
     _step_summary(f"⏹️ {msg}")
+    return 0
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    """READ or WRITE: which set of rollout settings a function uses."""
+    print(manifest.function(args.function).access.upper())
     return 0
 
 
@@ -258,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy-candidates", help="deploy candidates of several functions at 0%% in one upgrade")
     _add_cluster_args(p)
     p.add_argument("--functions", required=True, help="comma-separated function names")
-    p.add_argument("--suffix", required=True, help="revision suffix, e.g. the short commit SHA")
+    p.add_argument("--suffix", required=True, help="the commit being deployed (short SHA)")
     p.add_argument("--digests", required=True, help='JSON object {"<function>": "sha256:..."}')
     p.set_defaults(func=cmd_deploy_candidates)
 
@@ -266,9 +283,9 @@ def parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     _add_gate_args(p)
     p.add_argument("--function", required=True, choices=FUNCTIONS)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--suffix", help="revision suffix (revision = <function>-<suffix>)")
-    g.add_argument("--revision", help="full revision name")
+    p.add_argument("--suffix", required=True,
+                   help="the commit being deployed (short SHA); the chart puts it in the revision name, whose "
+                        "rest follows the rendered template: the name is read from the Service's status")
     p.add_argument("--digest", help="image digest sha256:...; omitted: keep the current image")
     p.add_argument("--steps", type=_steps, default=(10, 50, 100), help="traffic percentages, ending at 100")
     p.add_argument("--bake-seconds", type=float, default=300)
@@ -277,7 +294,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--route-timeout", type=float, default=120)
     p.add_argument("--environment", default="staging", help="only used in the summary")
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test (not recommended)")
-    p.add_argument("--smoke-exam-year", type=int, default=2099)
+    p.add_argument("--smoke-exam-year", type=int, default=SMOKE_EXAM_YEAR,
+                   help="exam year of smoke tests and synthetic load (its partition comes from a migration)")
+    p.add_argument("--no-synthetic-load", action="store_true",
+                   help="never drive synthetic load at a candidate whose real traffic is too thin for the gates")
+    p.add_argument("--synthetic-max-rate", type=float, default=2.0,
+                   help="requests per second at most of the synthetic load")
     p.add_argument("--report-json", help="also write the report as JSON here")
     p.set_defaults(func=cmd_rollout)
 
@@ -291,6 +313,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--function", required=True, choices=FUNCTIONS)
     p.add_argument("--suffix", required=True)
     p.set_defaults(func=cmd_abort)
+
+    p = sub.add_parser("access", help="READ or WRITE: the function's access in functions.yaml")
+    p.add_argument("--function", required=True, choices=FUNCTIONS)
+    p.set_defaults(func=cmd_access)
 
     p = sub.add_parser("gate", help="evaluate the gates once and print the result")
     _add_gate_args(p)

@@ -44,7 +44,8 @@ def plan(serving: dict[str, Optional[str]], diff: Callable[[str], Optional[list[
 
     ``serving`` maps each function to the revision that serves most of its
     traffic (None: nothing deployed). Revisions are named
-    ``<function>-<short sha>``; ``diff(sha)`` lists the paths changed between
+    ``<function>-<short sha>-<template hash>`` (``<function>-<short sha>``
+    before the chart hashed its templates); ``diff(sha)`` lists the paths changed between
     that commit and the one being deployed, or returns None when the suffix
     is not a commit of this repository. Diffing against what is *deployed*
     (not against the previous push) means a function whose rollout was rolled
@@ -58,7 +59,7 @@ def plan(serving: dict[str, Optional[str]], diff: Callable[[str], Optional[list[
         if not rev:
             out[fn] = "nothing serves traffic yet"
             continue
-        suffix = rev[len(fn) + 1:] if rev.startswith(fn + "-") else ""
+        suffix = rev[len(fn) + 1:].split("-", 1)[0] if rev.startswith(fn + "-") else ""
         paths = diff(suffix) if suffix else None
         if paths is None:
             out[fn] = f"serves {rev}, whose suffix is not a commit of this repository"

@@ -6,7 +6,9 @@ Knative Service: each change the rollout makes is a
 promoted function's documented values (knative/exam-results/values.yaml):
 
     functions.<valuesKey>.image.digest   the candidate's image digest
-    functions.<valuesKey>.revision       BYO revision suffix: <service>-<suffix>
+    functions.<valuesKey>.revision       the commit, first part of the revision name
+                                         (the chart appends a hash of the rendered
+                                         template, so the name is read from status)
     functions.<valuesKey>.traffic        [{revisionName, percent, tag}]
 
 Every other function keeps the values of the release's last revision, so its
@@ -28,6 +30,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from . import manifest
 from .knative import ServiceState, TrafficTarget
 from .rollout import RolloutFailed
 
@@ -39,22 +42,15 @@ class ClusterError(RolloutFailed):
 
 
 def values_key(function: str) -> str:
-    """The chart's values key of a function: ``get-result`` -> ``getResult``."""
-    head, *rest = function.split("-")
-    return head + "".join(part.capitalize() for part in rest)
+    """The chart's values key of a function (``key`` in functions.yaml)."""
+    return manifest.function(function).key
 
 
-def revision_suffix(function: str, revision: str) -> str:
-    prefix = function + "-"
-    if not revision.startswith(prefix):
-        raise ValueError(f"revision {revision!r} is not named {prefix}<suffix>")
-    return revision[len(prefix):]
-
-
-def override_values(function: str, revision: Optional[str], digest: Optional[str],
+def override_values(function: str, suffix: Optional[str], digest: Optional[str],
                     traffic: Sequence[TrafficTarget]) -> dict:
     """The values override for one function (the only keys the rollout sets).
-    ``revision`` None leaves the template's revision name as it is."""
+    ``suffix`` (the commit) is the chart's ``revision`` value, the first part
+    of the revision name; None leaves it as it is."""
     fn: dict = {
         "traffic": [
             {k: v for k, v in (("revisionName", t.revision), ("percent", t.percent), ("tag", t.tag)) if v is not None}
@@ -62,8 +58,8 @@ def override_values(function: str, revision: Optional[str], digest: Optional[str
             for t in traffic
         ],
     }
-    if revision is not None:
-        fn["revision"] = revision_suffix(function, revision)
+    if suffix is not None:
+        fn["revision"] = suffix
     if digest:
         if not digest.startswith("sha256:") or len(digest) != 71:
             raise ValueError(f"digest must be sha256:<64 hex>, got {digest!r}")
@@ -110,8 +106,8 @@ class HelmCluster:
             argv.append("--dry-run=server")
         return argv
 
-    def apply(self, function: str, revision: Optional[str], digest: Optional[str], traffic: list[TrafficTarget]) -> None:
-        self.apply_values(override_values(function, revision, digest, traffic))
+    def apply(self, function: str, suffix: Optional[str], digest: Optional[str], traffic: list[TrafficTarget]) -> None:
+        self.apply_values(override_values(function, suffix, digest, traffic))
 
     def apply_values(self, values: dict) -> None:
         """One ``helm upgrade`` with ``values`` layered on the release's own."""

@@ -103,6 +103,27 @@ def requests_query(function: str, revision: str, window: str, extra: str = "",
     return f"sum(increase({METRIC}_count{selector(function, revision, extra, False, revision_label)}[{window}]))"
 
 
+def function_requests_query(function: str, window: str, extra: str = "") -> str:
+    """How many user-facing requests the function served in ``window``, all
+    revisions together (how much real traffic a candidate's share can bring)."""
+    if not _LABEL_VALUE.match(function):
+        raise ValueError(f"unsafe function label value {function!r}")
+    matchers = [f'function="{function}"', f'http_route!~"{EXCLUDED_ROUTES}"']
+    if extra.strip():
+        matchers.append(extra.strip().strip(","))
+    return f"sum(increase({METRIC}_count{{{','.join(matchers)}}}[{window}]))"
+
+
+def window_seconds(window: str) -> float:
+    """A PromQL duration such as ``2m`` in seconds."""
+    if not _DURATION.match(window):
+        raise ValueError(f"window must be a PromQL duration like 2m, got {window!r}")
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number = window.rstrip("mhs")
+    suffix = window[len(number):]
+    return float(number) * unit[suffix]
+
+
 class Prometheus:
     """The two calls of the HTTP API that the gates need."""
 

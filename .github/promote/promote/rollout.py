@@ -1,8 +1,12 @@
 """The rollout of one function's new revision: the decisions, in order.
 
 1. Read the Service; the revision with the most traffic is *stable*.
-2. Deploy the candidate (BYO name ``<function>-<shortsha>``) at 0 % under the
-   tag ``candidate``; stable keeps 100 %.
+2. Deploy the candidate (the chart's values for the commit ``suffix`` and the
+   image digest) at 0 % under the tag ``candidate``; stable keeps 100 %. The
+   chart names the revision after its rendered template, so its name is not
+   known in advance: it is read from the Service's
+   ``status.latestCreatedRevisionName`` once the controller has observed the
+   change. An unchanged template creates no revision: nothing to roll out.
 3. Wait until the candidate revision is Ready (fail on a failed revision or
    after ``ready_timeout``).
 4. Smoke-test it through its tag URL.
@@ -22,13 +26,16 @@ Prometheus loaded with synthetic series, and a simulated clock.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Protocol
 
-from .gates import GateConfig, GateResult, Prometheus, evaluate
+from .gates import (GateConfig, GateResult, Prometheus, PrometheusError, evaluate, function_requests_query,
+                    requests_query, window_seconds)
 from .knative import RevisionReadiness, ServiceState, TrafficTarget
+from .load import LoadDriver, LoadStats, needed_rate
 
 log = logging.getLogger("promote")
 
@@ -41,11 +48,12 @@ class Cluster(Protocol):
 
     def get(self, function: str) -> ServiceState: ...
 
-    def apply(self, function: str, revision: Optional[str], digest: Optional[str],
+    def apply(self, function: str, suffix: Optional[str], digest: Optional[str],
               traffic: list[TrafficTarget]) -> None:
-        """Make the Service's template revision ``revision`` (None: leave it) (with image
-        ``digest`` unless None) and its traffic exactly ``traffic``. Raises
-        :class:`RolloutFailed` if the change is refused."""
+        """Render the Service's template for the commit ``suffix`` (None: leave it)
+        (with image ``digest`` unless None) and make its traffic exactly
+        ``traffic`` (a target without a revision name follows the latest
+        revision). Raises :class:`RolloutFailed` if the change is refused."""
 
 
 class Clock(Protocol):
@@ -74,10 +82,24 @@ class Decision(str, Enum):
     UNCHANGED = "unchanged"
 
 
+#: A revision-name suffix: lower-case DNS label characters (Knative names
+#: revisions ``<service>-<suffix>[-...]``).
+_SUFFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+
+
+def commit_of(function: str, revision: Optional[str]) -> Optional[str]:
+    """The commit suffix a revision name carries (``<function>-<suffix>`` or
+    ``<function>-<suffix>-<template hash>``), or None."""
+    if not revision or not revision.startswith(function + "-"):
+        return None
+    return revision[len(function) + 1:].split("-", 1)[0] or None
+
+
 @dataclass(frozen=True)
 class RolloutConfig:
     function: str
-    revision: str
+    #: The commit being deployed (short SHA): the chart's ``revision`` value.
+    suffix: str
     #: Image digest (``sha256:...``) of the candidate; None keeps the current image.
     digest: Optional[str]
     steps: tuple[int, ...]
@@ -89,8 +111,8 @@ class RolloutConfig:
     poll_interval: float = 5
 
     def __post_init__(self) -> None:
-        if not self.revision.startswith(self.function + "-"):
-            raise ValueError(f"revision {self.revision!r} must be named {self.function}-<suffix> (Knative BYO name rule)")
+        if not _SUFFIX.match(self.suffix) or "-" in self.suffix:
+            raise ValueError(f"suffix {self.suffix!r} must be lower-case letters and digits (a short commit SHA)")
         if not self.steps or self.steps[-1] != 100:
             raise ValueError(f"steps must end at 100, got {list(self.steps)}")
         if any(not 0 < s <= 100 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
@@ -105,6 +127,8 @@ class StepRecord:
     checks: list[GateResult] = field(default_factory=list)
     passed: bool = False
     note: str = ""
+    #: the synthetic load driven at the candidate during this step, if any
+    synthetic: Optional[LoadStats] = None
 
     @property
     def worst_error_ratio(self) -> Optional[float]:
@@ -121,7 +145,8 @@ class StepRecord:
 class RolloutReport:
     function: str
     old_revision: Optional[str]
-    new_revision: str
+    #: The candidate's name as the Service reported it (None until deployed).
+    new_revision: Optional[str]
     decision: Decision = Decision.FAILED
     reason: str = ""
     smoke: str = "not run"
@@ -138,34 +163,47 @@ class RolloutFailed(Exception):
 
 class Rollout:
     def __init__(self, cfg: RolloutConfig, cluster: Cluster, prom: Prometheus, clock: Clock,
-                 smoke: Optional[SmokeTest] = None) -> None:
+                 smoke: Optional[SmokeTest] = None, load: Optional[LoadDriver] = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.prom = prom
         self.clock = clock
         self.smoke = smoke
+        self.load = load
+        #: The candidate revision's name, read from the Service's status after the deploy.
+        self.candidate: Optional[str] = None
 
     # -- public ------------------------------------------------------------
     def run(self) -> RolloutReport:
         cfg = self.cfg
         state = self.cluster.get(cfg.function)
-        stable = state.stable_revision(exclude=cfg.revision)
-        report = RolloutReport(cfg.function, stable, cfg.revision)
         cand_tag = state.tagged(CANDIDATE_TAG)
-        still_candidate = cand_tag is not None and cand_tag.revision == cfg.revision
-        if state.percent_of(cfg.revision) == 100 and state.routes_reconciled and not still_candidate:
-            report.decision, report.reason = Decision.UNCHANGED, f"{cfg.revision} already serves 100%"
+        # a candidate of this commit already deployed (deploy-candidates, or a re-run)
+        pending = cand_tag.revision if cand_tag and commit_of(cfg.function, cand_tag.revision) == cfg.suffix else None
+        stable = state.stable_revision(exclude=pending)
+        report = RolloutReport(cfg.function, stable, pending)
+        if (pending is None and stable and commit_of(cfg.function, stable) == cfg.suffix
+                and state.percent_of(stable) == 100 and state.routes_reconciled):
+            report.decision, report.reason = Decision.UNCHANGED, f"{stable} already serves 100%"
             return report
-        keep = self._kept_previous(state, stable)
+        keep = self._kept_previous(state, stable, pending)
         try:
-            self._deploy_candidate(stable, keep)
+            self.candidate = report.new_revision = self._deploy_candidate(stable, keep)
+            if self.candidate == stable:
+                report.decision = Decision.UNCHANGED
+                report.reason = f"the template is unchanged: {stable} keeps 100%"
+                self._rollback(stable, keep)
+                return report
+            keep = [k for k in keep if k.revision != self.candidate]
             self._wait_ready()
             self._smoke(report)
+            previous = 0
             for pct in cfg.steps:
                 step = StepRecord(pct)
                 report.steps.append(step)
                 self._shift(stable, pct, keep)
-                self._bake(step)
+                self._bake(step, stable, previous)
+                previous = pct
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, traffic goes back
             if isinstance(exc, RolloutFailed):
                 report.reason = str(exc)
@@ -195,21 +233,22 @@ class Rollout:
         return report
 
     # -- steps -------------------------------------------------------------
-    def _kept_previous(self, state: ServiceState, stable: Optional[str]) -> list[TrafficTarget]:
+    def _kept_previous(self, state: ServiceState, stable: Optional[str],
+                       pending: Optional[str]) -> list[TrafficTarget]:
         """An existing ``previous`` tag stays routable (0 %) during the rollout."""
         prev = state.tagged(PREVIOUS_TAG)
-        if prev and prev.revision and prev.revision not in (stable, self.cfg.revision):
+        if prev and prev.revision and prev.revision not in (stable, pending):
             return [TrafficTarget(prev.revision, 0, PREVIOUS_TAG)]
         return []
 
     def _split(self, stable: Optional[str], pct: int, keep: list[TrafficTarget]) -> list[TrafficTarget]:
-        cand = TrafficTarget(self.cfg.revision, pct if stable else 100, CANDIDATE_TAG)
+        cand = TrafficTarget(self.candidate, pct if stable else 100, CANDIDATE_TAG)
         if stable is None:
             return [cand]
         return [TrafficTarget(stable, 100 - pct), cand, *keep]
 
     def _apply_and_wait(self, traffic: list[TrafficTarget], what: str) -> ServiceState:
-        self.cluster.apply(self.cfg.function, self.cfg.revision, self.cfg.digest, traffic)
+        self.cluster.apply(self.cfg.function, self.cfg.suffix, self.cfg.digest, traffic)
         deadline = self.clock.now() + self.cfg.route_timeout
         while True:
             state = self.cluster.get(self.cfg.function)
@@ -221,21 +260,35 @@ class Rollout:
                                     f"{self.cfg.route_timeout:g}s (RoutesReady={routes.status} {routes.reason})")
             self.clock.sleep(self.cfg.poll_interval)
 
-    def _deploy_candidate(self, stable: Optional[str], keep: list[TrafficTarget]) -> None:
-        log.info("%s: deploying %s at 0%% (stable %s)", self.cfg.function, self.cfg.revision, stable)
-        self.cluster.apply(self.cfg.function, self.cfg.revision, self.cfg.digest, self._split(stable, 0, keep))
+    def _deploy_candidate(self, stable: Optional[str], keep: list[TrafficTarget]) -> str:
+        """Apply the new template with the ``candidate`` tag following the
+        latest revision, then return the revision's name as the controller
+        reports it (``status.latestCreatedRevisionName``)."""
+        cfg = self.cfg
+        log.info("%s: deploying commit %s at 0%% (stable %s)", cfg.function, cfg.suffix, stable)
+        self.cluster.apply(cfg.function, cfg.suffix, cfg.digest, self._split(stable, 0, keep))
+        deadline = self.clock.now() + cfg.ready_timeout
+        while True:
+            state = self.cluster.get(cfg.function)
+            if state.observed_generation >= state.generation and state.latest_created:
+                log.info("%s: the new template is revision %s", cfg.function, state.latest_created)
+                return state.latest_created
+            if self.clock.now() >= deadline:
+                raise RolloutFailed(f"the controller did not observe the new template within "
+                                    f"{cfg.ready_timeout:g}s")
+            self.clock.sleep(cfg.poll_interval)
 
     def _wait_ready(self) -> None:
         deadline = self.clock.now() + self.cfg.ready_timeout
         while True:
             state = self.cluster.get(self.cfg.function)
-            readiness, msg = state.revision_readiness(self.cfg.revision)
+            readiness, msg = state.revision_readiness(self.candidate)
             if readiness is RevisionReadiness.READY and state.tag_url(CANDIDATE_TAG):
                 return
             if readiness is RevisionReadiness.FAILED:
-                raise RolloutFailed(f"candidate {self.cfg.revision} failed to become ready: {msg}")
+                raise RolloutFailed(f"candidate {self.candidate} failed to become ready: {msg}")
             if self.clock.now() >= deadline:
-                raise RolloutFailed(f"candidate {self.cfg.revision} was not ready after "
+                raise RolloutFailed(f"candidate {self.candidate} was not ready after "
                                     f"{self.cfg.ready_timeout:g}s ({msg})")
             self.clock.sleep(self.cfg.poll_interval)
 
@@ -252,15 +305,53 @@ class Rollout:
         report.smoke = "passed"
 
     def _shift(self, stable: Optional[str], pct: int, keep: list[TrafficTarget]) -> None:
-        log.info("%s: %d%% to %s", self.cfg.function, pct, self.cfg.revision)
+        log.info("%s: %d%% to %s", self.cfg.function, pct, self.candidate)
         self._apply_and_wait(self._split(stable, pct, keep), f"step {pct}%")
 
-    def _bake(self, step: StepRecord) -> None:
+    def _synthetic_rate(self, stable: Optional[str], percent: int, previous: int) -> float:
+        """The synthetic request rate this step needs (0: real traffic suffices).
+
+        Real traffic is measured on the stable revision, which served
+        ``100 - previous`` % of it over the last window (the candidate's own
+        requests may be synthetic and must not count); with no stable
+        revision, the whole function's traffic is all there is."""
+        cfg = self.cfg
+        gate = cfg.gate
+        try:
+            if stable is not None:
+                served = self.prom.scalar(requests_query(cfg.function, stable, gate.window, gate.extra_matchers,
+                                                         gate.revision_label), self.clock.now())
+                real = None if served is None else served * 100 / (100 - previous)
+            else:
+                real = self.prom.scalar(function_requests_query(cfg.function, gate.window, gate.extra_matchers),
+                                        self.clock.now())
+        except PrometheusError as exc:
+            log.warning("%s: cannot read the function's traffic (%s): driving synthetic load", cfg.function, exc)
+            real = None
+        return needed_rate(real, percent, gate.min_requests, window_seconds(gate.window))
+
+    def _bake(self, step: StepRecord, stable: Optional[str] = None, previous: int = 0) -> None:
+        rate = self._synthetic_rate(stable, step.percent, previous) if self.load is not None else 0.0
+        if rate > 0:
+            assert self.load is not None
+            url = self.cluster.get(self.cfg.function).tag_url(CANDIDATE_TAG)
+            if url:
+                log.info("%s %d%%: real traffic too thin for the gates: synthetic load at %.2f/s",
+                         self.cfg.function, step.percent, rate)
+                self.load.start(url, rate, self.cfg.bake_seconds)
+                try:
+                    self._bake_checks(step)
+                finally:
+                    step.synthetic = self.load.stop()
+                return
+        self._bake_checks(step)
+
+    def _bake_checks(self, step: StepRecord) -> None:
         cfg = self.cfg
         end = self.clock.now() + cfg.bake_seconds
         while self.clock.now() < end:
             self.clock.sleep(min(cfg.check_interval, max(0.0, end - self.clock.now())))
-            result = evaluate(self.prom, cfg.function, cfg.revision, cfg.gate, self.clock.now())
+            result = evaluate(self.prom, cfg.function, self.candidate, cfg.gate, self.clock.now())
             step.checks.append(result)
             log.info("%s %d%%: error_ratio=%s p99=%s requests=%s %s", cfg.function, step.percent,
                      result.error_ratio, result.p99_seconds, result.requests,
@@ -276,7 +367,7 @@ class Rollout:
         self._apply_and_wait([TrafficTarget(stable, 100), *keep], "rollback")
 
     def _finish(self, stable: Optional[str]) -> None:
-        final = [TrafficTarget(self.cfg.revision, 100)]
+        final = [TrafficTarget(self.candidate, 100)]
         if stable:
             final.append(TrafficTarget(stable, 0, PREVIOUS_TAG))
         # The candidate already serves 100 % here; only the tags change, so a
@@ -297,7 +388,7 @@ def manual_rollback(cluster: Cluster, clock: Clock, function: str, route_timeout
     traffic = [TrafficTarget(prev.revision, 100)]
     if current:
         traffic.append(TrafficTarget(current, 0, CANDIDATE_TAG))
-    cluster.apply(function, state.template_revision, None, traffic)
+    cluster.apply(function, None, None, traffic)  # the template stays as it is
     deadline = clock.now() + route_timeout
     while not cluster.get(function).traffic_matches(traffic):
         if clock.now() >= deadline:
@@ -306,14 +397,18 @@ def manual_rollback(cluster: Cluster, clock: Clock, function: str, route_timeout
     return current or "?", prev.revision
 
 
-def abort_candidate(cluster: Cluster, clock: Clock, function: str, revision: str, route_timeout: float = 120,
+def abort_candidate(cluster: Cluster, clock: Clock, function: str, suffix: str, route_timeout: float = 120,
                     poll_interval: float = 5) -> Optional[str]:
-    """After an interrupted rollout (cancelled job): if ``revision`` still
-    has traffic or the ``candidate`` tag, put 100 % back on the revision with
-    the most other traffic. Returns that revision, or None if there was
-    nothing to do (never deployed, or already promoted to 100 %)."""
+    """After an interrupted rollout (cancelled job): if the revision of commit
+    ``suffix`` still has traffic or the ``candidate`` tag, put 100 % back on
+    the revision with the most other traffic. Returns that revision, or None
+    if there was nothing to do (never deployed, or already promoted to 100 %)."""
     state = cluster.get(function)
     cand = state.tagged(CANDIDATE_TAG)
+    revision = next((t.revision for t in ([cand] if cand else []) + state.status_traffic
+                     if t.revision and commit_of(function, t.revision) == suffix), None)
+    if revision is None:
+        return None
     pct = state.percent_of(revision)
     if pct == 100 or (pct == 0 and not (cand and cand.revision == revision)):
         return None
@@ -324,7 +419,7 @@ def abort_candidate(cluster: Cluster, clock: Clock, function: str, revision: str
     prev = state.tagged(PREVIOUS_TAG)
     if prev and prev.revision not in (stable, revision):
         traffic.append(TrafficTarget(prev.revision, 0, PREVIOUS_TAG))
-    cluster.apply(function, state.template_revision, None, traffic)
+    cluster.apply(function, None, None, traffic)  # the template stays as it is
     deadline = clock.now() + route_timeout
     while not cluster.get(function).traffic_matches(traffic):
         if clock.now() >= deadline:

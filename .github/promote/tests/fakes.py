@@ -59,6 +59,8 @@ class RecordedCluster:
         self.pending_lag = 0
         self.refuse_traffic = refuse_traffic
         self.applied: list[tuple[Optional[str], Optional[str], list[TrafficTarget]]] = []
+        #: the commit suffix of the template the Service carries (None: the recorded one)
+        self.rendered_suffix: Optional[str] = None
         self.reads = 0
 
     # -- Cluster protocol ------------------------------------------------------
@@ -73,14 +75,16 @@ class RecordedCluster:
                 self._reconcile_routes()
         return ServiceState.from_json(copy.deepcopy(self.obj))
 
-    def apply(self, function: str, revision: Optional[str], digest: Optional[str],
+    def apply(self, function: str, suffix: Optional[str], digest: Optional[str],
               traffic: list[TrafficTarget]) -> None:
         assert function == "get-result"
         assert sum(t.percent for t in traffic) == 100, "Knative rejects splits that do not add up to 100"
-        self.applied.append((revision, digest, list(traffic)))
-        current = self.obj["spec"]["template"]["metadata"].get("name")
-        if revision is not None and revision != current:
-            # a new template: replay the recorded deploy sequence
+        self.applied.append((suffix, digest, list(traffic)))
+        if suffix is not None and suffix != self.rendered_suffix:
+            # a new template: the controller names its revision (the
+            # scenario's candidate name, which the rollout must read from
+            # the status) and the recorded deploy sequence replays
+            self.rendered_suffix = suffix
             self.script = [load(name, self.candidate) for name in self.on_deploy]
             return
         if self.refuse_traffic:
@@ -100,7 +104,9 @@ class RecordedCluster:
         status["observedGeneration"] = self.obj["metadata"]["generation"]
         routed = []
         for t in self.obj["spec"]["traffic"]:
-            entry = {"latestRevision": False, "percent": t["percent"], "revisionName": t["revisionName"]}
+            latest = bool(t.get("latestRevision"))
+            name = status.get("latestReadyRevisionName") if latest else t["revisionName"]
+            entry = {"latestRevision": latest, "percent": t["percent"], "revisionName": name}
             if t.get("tag"):
                 entry["tag"] = t["tag"]
                 entry["url"] = f"https://{t['tag']}-get-result.{DOMAIN}"

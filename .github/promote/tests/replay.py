@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))
 
 from fakes import FakeClock, RecordedCluster  # noqa: E402
 from promote.gates import GateConfig, Prometheus  # noqa: E402
-from promote.rollout import Rollout, RolloutConfig  # noqa: E402
+from promote.rollout import Rollout, RolloutConfig, commit_of  # noqa: E402
 from promote.summary import markdown  # noqa: E402
 
 
@@ -32,7 +32,8 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for rev in args.revisions:
-        cfg = RolloutConfig(function="get-result", revision=rev, digest="sha256:" + "9c" * 32, steps=(10, 50, 100),
+        cfg = RolloutConfig(function="get-result", suffix=commit_of("get-result", rev), digest="sha256:" + "9c" * 32,
+                            steps=(10, 50, 100),
                             gate=GateConfig(0.01, 0.3, "2m", 10), bake_seconds=120, check_interval=30)
         report = Rollout(cfg, RecordedCluster("get-result-stable.json", rev), Prometheus(args.prometheus_url),
                          FakeClock(args.start + 600), smoke=lambda url: []).run()

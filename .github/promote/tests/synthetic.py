@@ -42,6 +42,11 @@ class Scenario:
     duration: int = DURATION
     #: seconds after the common start where this scenario's samples begin
     offset: int = 0
+    namespace: str = "exam-results"
+
+
+#: The namespace of the quiet-function scenarios (select it with extra matchers).
+QUIET_NAMESPACE = "exam-results-quiet"
 
 
 def _flapping_errors(t: int) -> float:
@@ -68,13 +73,19 @@ SCENARIOS = (
     # hours ago): for the end-to-end command-line test, which runs in real time
     Scenario("get-result-live0ok", rps=lambda t: 20, error_share=lambda t: 0.0, offset=5400, duration=5400),
     Scenario("get-result-live0bad", rps=lambda t: 20, error_share=lambda t: 0.2, offset=5400, duration=5400),
+    # a quiet function (namespace exam-results-quiet): its stable revision
+    # serves one request a minute, far too few for a 10-request gate at 5 %;
+    # the candidate's requests are the synthetic load the rollout drives
+    Scenario("get-result-0a1b2c3", rps=lambda t: 1 / 60, error_share=lambda t: 0.0,
+             namespace=QUIET_NAMESPACE),
+    Scenario("get-result-quiet01", rps=lambda t: 0.5, error_share=lambda t: 0.0, namespace=QUIET_NAMESPACE),
 )
 #: A revision with no series at all (metrics not scraped / label missing).
 MISSING_REVISION = "get-result-nodata01"
 
 
 def _labels(s: Scenario, **extra: str) -> str:
-    base = {"function": s.function, "kn_revision_name": s.revision, "namespace": "exam-results",
+    base = {"function": s.function, "kn_revision_name": s.revision, "namespace": s.namespace,
             "pod": f"{s.revision}-deployment-7c9d8b6f5-x2k4q", "job": "exam-results/functions"}
     base.update(extra)
     return ",".join(f'{k}="{v}"' for k, v in base.items())

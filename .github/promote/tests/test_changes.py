@@ -99,7 +99,7 @@ def test_plan_diffs_each_function_against_the_commit_it_serves(tmp_path):
     (tmp_path / "functions" / "list-results" / "main.rs").write_text("v3\n")
     git("commit", "-qam", "list-results v3")
     serving = {
-        "create-result": f"create-result-{v1}",  # untouched since v1
+        "create-result": f"create-result-{v1}-5f0c2",  # untouched since v1 (named after commit and template)
         "get-result": f"get-result-{v1}",  # changed in v2 (e.g. its v2 rollout was rolled back)
         "list-results": f"list-results-{v2}",  # changed in v3
         "update-result": "update-result-00007",  # a Knative-generated name

@@ -48,9 +48,11 @@ if fn:
     obj["status"]["latestCreatedRevisionName"] = obj["status"]["latestReadyRevisionName"] = rev
     spec, status = [], []
     for t in fn["traffic"]:
-        spec.append({{"revisionName": t["revisionName"], "latestRevision": False, "percent": t["percent"],
-                      **({{"tag": t["tag"]}} if t.get("tag") else {{}})}})
-        status.append(dict(spec[-1], **({{"url": f"https://{{t['tag']}}-{{name}}.example.org"}} if t.get("tag") else {{}})))
+        latest = bool(t.get("latestRevision"))
+        spec.append({{**({{}} if latest else {{"revisionName": t["revisionName"]}}), "latestRevision": latest,
+                      "percent": t["percent"], **({{"tag": t["tag"]}} if t.get("tag") else {{}})}})
+        status.append(dict(spec[-1], revisionName=rev if latest else t["revisionName"],
+                           **({{"url": f"https://{{t['tag']}}-{{name}}.example.org"}} if t.get("tag") else {{}})))
     obj["spec"]["traffic"], obj["status"]["traffic"] = spec, status
 print(json.dumps(obj))
 '''

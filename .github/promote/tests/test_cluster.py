@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promote.cluster import ClusterError, HelmCluster, override_values, revision_suffix, values_key
+from promote.cluster import ClusterError, HelmCluster, override_values, values_key
+from promote.manifest import MANIFEST
 from promote.knative import TrafficTarget
 from promote.rollout import RolloutFailed
 
@@ -22,14 +23,14 @@ sys.path.insert(0, str(REPO / ".ci"))
 import k8s_validate  # noqa: E402  (shared validator: $CRD_SCHEMA_LOCATION, a directory or a URL prefix)
 
 
-def test_values_keys_follow_the_chart():
-    assert [values_key(f) for f in ("create-result", "get-result", "list-results", "update-result",
-                                    "delete-result")] == [
-        "createResult", "getResult", "listResults", "updateResult", "deleteResult"]
+def test_values_keys_are_the_manifests_and_the_charts():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert [values_key(f.name) for f in MANIFEST] == [f.key for f in MANIFEST]
+    assert sorted(f.key for f in MANIFEST) == sorted(values["functions"])
 
 
 def test_the_override_sets_only_the_promoted_functions_revision_image_and_traffic():
-    values = override_values("get-result", "get-result-abc1234", DIGEST, [
+    values = override_values("get-result", "abc1234", DIGEST, [
         TrafficTarget("get-result-0a1b2c3", 90), TrafficTarget("get-result-abc1234", 10, "candidate")])
     assert values == {"functions": {"getResult": {
         "traffic": [{"revisionName": "get-result-0a1b2c3", "percent": 90},
@@ -48,13 +49,7 @@ def test_a_rollback_override_keeps_the_template_and_image():
 @pytest.mark.parametrize("bad", ["latest", "sha256:abc", "ab" * 32])
 def test_only_full_sha256_digests_are_accepted(bad):
     with pytest.raises(ValueError):
-        override_values("get-result", "get-result-x", bad, [TrafficTarget("get-result-x", 100)])
-
-
-def test_revision_names_must_carry_the_service_prefix():
-    assert revision_suffix("get-result", "get-result-abc1234") == "abc1234"
-    with pytest.raises(ValueError):
-        revision_suffix("get-result", "list-results-abc1234")
+        override_values("get-result", "x", bad, [TrafficTarget("get-result-x", 100)])
 
 
 def _fake_helm(tmp_path: Path, exit_code: int = 0) -> Path:
@@ -75,9 +70,9 @@ def _fake_helm(tmp_path: Path, exit_code: int = 0) -> Path:
 def test_the_first_upgrade_runs_chart_hooks_and_later_ones_do_not(tmp_path):
     helm = _fake_helm(tmp_path)
     cluster = HelmCluster("exam-results", "exam-results", str(CHART), helm=str(helm))
-    cluster.apply("get-result", "get-result-abc1234", DIGEST, [TrafficTarget("get-result-0a1b2c3", 100),
+    cluster.apply("get-result", "abc1234", DIGEST, [TrafficTarget("get-result-0a1b2c3", 100),
                                                               TrafficTarget("get-result-abc1234", 0, "candidate")])
-    cluster.apply("get-result", "get-result-abc1234", None, [TrafficTarget("get-result-0a1b2c3", 90),
+    cluster.apply("get-result", "abc1234", None, [TrafficTarget("get-result-0a1b2c3", 90),
                                                             TrafficTarget("get-result-abc1234", 10, "candidate")])
     calls = (tmp_path / "helm.log").read_text().splitlines()
     assert len(calls) == 2
@@ -138,15 +133,15 @@ def _merge(base: dict, over: dict) -> dict:
 def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_others_alone():
     helm_python.disable_logging()
     # the release as it stands: get-result pinned to an earlier revision
-    release = override_values("get-result", "get-result-0a1b2c3", "sha256:" + "11" * 32,
+    release = override_values("get-result", "0a1b2c3", "sha256:" + "11" * 32,
                               [TrafficTarget("get-result-0a1b2c3", 100)])
     before = _render(release)
     steps = [
-        override_values("get-result", "get-result-abc1234", DIGEST,
+        override_values("get-result", "abc1234", DIGEST,
                         [TrafficTarget("get-result-0a1b2c3", 100), TrafficTarget("get-result-abc1234", 0, "candidate")]),
-        override_values("get-result", "get-result-abc1234", None,
+        override_values("get-result", "abc1234", None,
                         [TrafficTarget("get-result-0a1b2c3", 90), TrafficTarget("get-result-abc1234", 10, "candidate")]),
-        override_values("get-result", "get-result-abc1234", None,
+        override_values("get-result", "abc1234", None,
                         [TrafficTarget("get-result-abc1234", 100), TrafficTarget("get-result-0a1b2c3", 0, "previous")]),
     ]
     values = release
@@ -197,7 +192,7 @@ def test_deploy_candidates_puts_every_candidate_at_zero_in_one_upgrade(tmp_path,
     values = yaml.safe_load((tmp_path / "values.log").read_text())
     assert values["functions"]["getResult"] == {
         "traffic": [{"revisionName": "get-result-0a1b2c3", "percent": 100},
-                    {"revisionName": "get-result-abc1234", "percent": 0, "tag": "candidate"},
+                    {"latestRevision": True, "percent": 0, "tag": "candidate"},
                     {"revisionName": "get-result-7e8f901", "percent": 0, "tag": "previous"}],
         "revision": "abc1234", "image": {"digest": digests["get-result"]}}
     assert values["functions"]["listResults"]["traffic"][0] == {"revisionName": "list-results-0a1b2c3",

@@ -8,7 +8,7 @@ import pytest
 from fakes import RecordedCluster
 from fakes import FakeClock
 from promote.gates import GateConfig, Prometheus
-from promote.rollout import Decision, Rollout, RolloutConfig, abort_candidate, manual_rollback
+from promote.rollout import Decision, Rollout, RolloutConfig, abort_candidate, commit_of, manual_rollback
 from promote.summary import as_json, markdown
 
 OLD = "get-result-0a1b2c3"
@@ -17,17 +17,21 @@ DIGEST = "sha256:" + "9c" * 32
 GATE = GateConfig(max_error_ratio=0.01, max_p99_seconds=0.5, window="2m", min_requests=10)
 
 
-def config(candidate: str, **kw) -> RolloutConfig:
-    base = dict(function="get-result", revision=candidate, digest=DIGEST, steps=(10, 50, 100), gate=GATE,
+def config(suffix: str, **kw) -> RolloutConfig:
+    base = dict(function="get-result", suffix=suffix, digest=DIGEST, steps=(10, 50, 100), gate=GATE,
                 bake_seconds=120, check_interval=30, ready_timeout=300, route_timeout=60, poll_interval=5)
     base.update(kw)
     return RolloutConfig(**base)
 
 
-def run(prometheus, candidate: str, cluster: RecordedCluster | None = None, smoke=None, start: int = 600, **kw):
+def run(prometheus, candidate: str, cluster: RecordedCluster | None = None, smoke=None, start: int = 600,
+        suffix: str | None = None, load=None, **kw):
+    """Roll out commit ``suffix`` (default: the one ``candidate``'s name carries);
+    the recorded controller names the new revision ``candidate``."""
     cluster = cluster or RecordedCluster("get-result-stable.json", candidate)
     clock = FakeClock(prometheus.start + start)
-    report = Rollout(config(candidate, **kw), cluster, Prometheus(prometheus.url), clock, smoke).run()
+    suffix = suffix or commit_of("get-result", candidate)
+    report = Rollout(config(suffix, **kw), cluster, Prometheus(prometheus.url), clock, smoke, load).run()
     return report, cluster, clock
 
 
@@ -38,7 +42,7 @@ def test_a_good_canary_is_promoted_step_by_step_and_the_old_revision_kept_as_pre
     assert smoked == ["https://candidate-get-result.exam-results.example.org"]
     assert report.smoke == "passed"
     assert cluster.splits() == [
-        [(OLD, 100, None), ("get-result-good001", 0, "candidate"), (PREV, 0, "previous")],
+        [(OLD, 100, None), (None, 0, "candidate"), (PREV, 0, "previous")],
         [(OLD, 90, None), ("get-result-good001", 10, "candidate"), (PREV, 0, "previous")],
         [(OLD, 50, None), ("get-result-good001", 50, "candidate"), (PREV, 0, "previous")],
         [(OLD, 0, None), ("get-result-good001", 100, "candidate"), (PREV, 0, "previous")],
@@ -47,8 +51,9 @@ def test_a_good_canary_is_promoted_step_by_step_and_the_old_revision_kept_as_pre
     assert [s.percent for s in report.steps] == [10, 50, 100]
     assert all(s.passed and len(s.checks) == 4 for s in report.steps)
     assert all(c.error_ratio == pytest.approx(0.001, rel=0.01) for s in report.steps for c in s.checks)
-    # only the first apply carries the image; the template revision never changes
-    assert [a[0] for a in cluster.applied] == ["get-result-good001"] * 5
+    # only the first apply carries the image; the template (commit good001) never changes
+    assert [a[0] for a in cluster.applied] == ["good001"] * 5
+    assert [a[1] for a in cluster.applied] == [DIGEST] * 5
     final = cluster.current()
     assert final.percent_of("get-result-good001") == 100
     assert final.tag_url("previous") == "https://previous-get-result.exam-results.example.org"
@@ -167,16 +172,16 @@ def test_one_command_manual_rollback_returns_to_previous(prometheus):
     assert state.percent_of(OLD) == 100
     assert state.tagged("candidate").revision == "get-result-d4e5f60"
     # the template is left as it is: no new revision is created by a rollback
-    assert cluster.applied[-1][0] == "get-result-d4e5f60" and cluster.applied[-1][1] is None
+    assert cluster.applied[-1][0] is None and cluster.applied[-1][1] is None
 
 
 def test_abort_takes_traffic_off_an_interrupted_candidate(prometheus):
     cluster = RecordedCluster("get-result-candidate-50.json", "get-result-d4e5f60")
-    assert abort_candidate(cluster, FakeClock(0), "get-result", "get-result-d4e5f60") == OLD
+    assert abort_candidate(cluster, FakeClock(0), "get-result", "d4e5f60") == OLD
     assert cluster.current().percent_of(OLD) == 100
     # nothing to do once promoted
     done = RecordedCluster("get-result-promoted.json", "get-result-d4e5f60")
-    assert abort_candidate(done, FakeClock(0), "get-result", "get-result-d4e5f60") is None
+    assert abort_candidate(done, FakeClock(0), "get-result", "d4e5f60") is None
     assert done.applied == []
 
 
@@ -191,12 +196,12 @@ def test_the_summary_table_names_revisions_steps_numbers_and_decision(prometheus
 @pytest.mark.parametrize("kw,msg", [
     (dict(steps=(10, 50)), "end at 100"),
     (dict(steps=(50, 10, 100)), "strictly increasing"),
-    (dict(revision="other-abc"), "BYO name"),
+    (dict(suffix="Not-A-Sha"), "short commit SHA"),
     (dict(bake_seconds=10, check_interval=30), "at least one check_interval"),
 ])
 def test_bad_rollout_settings_are_refused(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        config(kw.pop("revision", "get-result-x"), **kw)
+        config(kw.pop("suffix", "abc1234"), **kw)
 
 
 def test_a_first_rollout_with_nothing_to_fall_back_on_is_still_smoke_tested_and_gated(prometheus):
@@ -237,5 +242,71 @@ def test_the_first_pipeline_deploy_after_a_plain_helm_install_pins_the_generated
     report, cluster, _ = run(prometheus, "get-result-good001", cluster=cluster)
     assert report.old_revision == "get-result-00001"
     assert report.decision is Decision.PROMOTED
-    assert cluster.splits()[0][:2] == [("get-result-00001", 100, None), ("get-result-good001", 0, "candidate")]
+    assert cluster.splits()[0][:2] == [("get-result-00001", 100, None), (None, 0, "candidate")]
     assert cluster.splits()[-1] == [("get-result-good001", 100, None), ("get-result-00001", 0, "previous")]
+
+
+def test_the_candidates_name_is_read_from_the_services_status_not_assumed(prometheus):
+    # CD deploys commit c0ffee1; the chart and the controller name the
+    # revision (here get-result-good001): the gates and splits use that name
+    report, cluster, _ = run(prometheus, "get-result-good001", suffix="c0ffee1")
+    assert report.decision is Decision.PROMOTED, report.reason
+    assert report.new_revision == "get-result-good001"
+    assert [a[0] for a in cluster.applied] == ["c0ffee1"] * 5
+    assert cluster.splits()[1][:2] == [(OLD, 90, None), ("get-result-good001", 10, "candidate")]
+    assert cluster.splits()[-1] == [("get-result-good001", 100, None), (OLD, 0, "previous")]
+
+
+def test_an_unchanged_template_creates_no_revision_and_nothing_is_rolled_out(prometheus):
+    # the controller observes the new values but its latest revision is still
+    # the stable one (identical template: same name, no new revision)
+    cluster = RecordedCluster("get-result-stable.json", "get-result-good001", on_deploy=())
+    report, cluster, _ = run(prometheus, "get-result-good001", cluster=cluster, suffix="c0ffee1")
+    assert report.decision is Decision.UNCHANGED and report.ok
+    assert "template is unchanged" in report.reason
+    assert report.steps == []
+    state = cluster.current()
+    assert state.percent_of(OLD) == 100 and state.tagged("candidate") is None
+
+
+class RecordingLoad:
+    """A LoadDriver that records what the rollout asked of it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, url, rate, seconds):
+        self.calls.append(("start", url, rate, seconds))
+
+    def stop(self):
+        from promote.load import LoadStats
+
+        self.calls.append(("stop",))
+        return LoadStats(sent=60, failed=0, rate=0.5)
+
+
+def test_a_quiet_function_gets_synthetic_load_during_every_bake_step(prometheus):
+    from synthetic import QUIET_NAMESPACE
+
+    load = RecordingLoad()
+    gate = GateConfig(max_error_ratio=0.01, max_p99_seconds=0.5, window="2m", min_requests=10,
+                      extra_matchers=f'namespace="{QUIET_NAMESPACE}"')
+    report, _, _ = run(prometheus, "get-result-quiet01", gate=gate, steps=(5, 100), load=load)
+    assert report.decision is Decision.PROMOTED, report.reason
+    starts = [c for c in load.calls if c[0] == "start"]
+    assert [c[0] for c in load.calls] == ["start", "stop", "start", "stop"]
+    assert all(url == "https://candidate-get-result.exam-results.example.org" for _, url, _, _ in starts)
+    # 2 requests/min of real traffic: 5 % of it is nothing; 100 % is still < 2 x 10 per 2 min
+    assert all(0 < rate <= 20 / 120 + 1e-9 for _, _, rate, _ in starts)
+    assert all(seconds == 120 for *_, seconds in starts)
+    assert all(str(s.synthetic) == "60 synthetic requests at 0.5/s (0 failed)" for s in report.steps)
+    md = markdown(report, "staging", "")
+    assert "60 synthetic requests" in md
+
+
+def test_a_busy_function_gets_no_synthetic_load(prometheus):
+    load = RecordingLoad()
+    report, _, _ = run(prometheus, "get-result-good001", load=load)
+    assert report.decision is Decision.PROMOTED
+    assert load.calls == []
+    assert all(s.synthetic is None for s in report.steps)

