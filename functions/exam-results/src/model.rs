@@ -116,6 +116,13 @@ impl ResultKey {
 }
 
 impl YearRange {
+    /// Parses and checks an `{exam_year}` path segment (canonical, within the range).
+    pub fn from_path(&self, exam_year: &str) -> Result<i32, InputError> {
+        let year = parse_canonical::<i32>("exam_year", exam_year)?;
+        self.check(year)?;
+        Ok(year)
+    }
+
     /// Out of range unless `year` is within the range.
     pub fn check(&self, year: i32) -> Result<(), InputError> {
         if year < self.min || year > self.max {
