@@ -41,8 +41,10 @@ async fn raw_status(app: &TestApp, request: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
 }
 
+// Every header the functions read, with bytes that are not UTF-8: one test each.
+
 #[tokio::test]
-async fn every_header_the_functions_read_with_invalid_bytes_is_a_json_4xx_or_ignored() {
+async fn an_if_none_match_that_is_not_utf8_is_ignored_and_a_request_id_replaced() {
     let getter = spawn(GET).await;
     getter.insert_rows(shared_cluster(), &[(1, 2024, 50)]).await;
     let url = getter.url("/results/2024/1");
@@ -70,7 +72,10 @@ async fn every_header_the_functions_read_with_invalid_bytes_is_a_json_4xx_or_ign
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-request-id").map(str::len), Some(36));
+}
 
+#[tokio::test]
+async fn a_content_type_that_is_not_utf8_is_a_415_and_a_bad_content_length_a_400() {
     let creator = spawn(CREATE).await;
     let body = json!({"roll_number": 1, "exam_year": 2024, "marks": 5}).to_string();
     let post = || {
@@ -105,17 +110,20 @@ async fn every_header_the_functions_read_with_invalid_bytes_is_a_json_4xx_or_ign
     let status = raw_status(&creator, &request).await;
     assert_eq!(status, 400, "Content-Length");
     assert_eq!(creator.row_count(shared_cluster()).await, 0);
+}
 
-    for function in [UPDATE, DELETE, LIST] {
+#[tokio::test]
+async fn an_authorization_that_is_not_utf8_is_a_401_on_every_function_that_reads_it() {
+    for function in [CREATE, UPDATE, DELETE, LIST] {
         let app = spawn(function).await;
-        let path = if function.name == LIST.name {
-            "/results?exam_year=2024"
-        } else {
-            "/results/2024/1"
-        };
+        let path = function
+            .route
+            .template()
+            .replace("{exam_year}", "2024")
+            .replace("{roll_number}", "1");
         let request = app
             .client
-            .request(function.method.clone(), app.url(path))
+            .request(function.method.clone(), app.url(&path))
             .header("authorization", invalid("Bearer "))
             .header("content-type", "application/json")
             .body(r#"{"marks": 5}"#);
