@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import chart_support as cs
+import yaml
 
 DOCKERFILE = cs.REPO / "knative" / "Dockerfile"
 
@@ -52,11 +53,31 @@ def test_multi_stage_with_a_distroless_non_root_runtime():
     assert cs.chart_defaults()["functionDefaults"]["securityContext"]["runAsUser"] == 65532
 
 
+def function_check() -> str:
+    """The Dockerfile's FUNCTION check: the RUN step before the build, as one shell line."""
+    text = DOCKERFILE.read_text()
+    step = re.search(r'(?ms)^RUN (case "\$\{FUNCTION\}".*?)\n(?=\S)', text)
+    assert step, "no FUNCTION check before the build"
+    return step.group(1).replace("\\\n", " ")
+
+
 def test_the_function_argument_accepts_exactly_the_workspace_binaries():
     text = DOCKERFILE.read_text()
-    allowed = set(re.search(r"case \"\$\{FUNCTION\}\" in \\\s*\n\s*([a-z|-]+)\)", text).group(1).split("|"))
+    manifest = yaml.safe_load((cs.REPO / "knative" / "exam-results" / "functions.yaml").read_text())
+    names = {f["name"] for f in manifest["functions"]}
     workspace = {p.parent.parent.name for p in (cs.REPO / "functions").glob("*/src/main.rs")}
-    assert allowed == workspace == {name for name, _ in cs.FUNCTIONS.values()}
+    assert workspace == names
+    # The check reads the workspace: no instruction names a function.
+    instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not [name for name in names if name in instructions]
+    check = function_check()
+    for name in sorted(names):
+        ok = subprocess.run(["sh", "-c", check], cwd=cs.REPO, env={"FUNCTION": name}, capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stderr
+    for wrong in ["", "nope", "exam-results", "../functions/get-result", ".git"]:
+        refused = subprocess.run(["sh", "-c", check], cwd=cs.REPO, env={"FUNCTION": wrong}, capture_output=True, text=True)
+        assert refused.returncode != 0, wrong
+        assert f"(got '{wrong}')" in refused.stderr and all(n in refused.stderr for n in names)
     assert '--package "${FUNCTION}" --bin "${FUNCTION}"' in text
     assert "--locked" in text
 

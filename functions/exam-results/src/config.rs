@@ -51,9 +51,15 @@ pub struct Config {
     /// (if configured) or answer 503 `replica_lagging`.
     #[serde(default)]
     pub max_replica_lag_seconds: Option<f64>,
-    /// `WRITE_TOKENS`: comma-separated bearer tokens accepted by write functions.
+    /// `WRITE_TOKENS`: comma-separated bearer tokens accepted by the
+    /// functions that require a write token (see [`Auth`]).
     #[serde(default)]
     pub write_tokens: Vec<String>,
+    /// `READ_TOKENS`: comma-separated bearer tokens accepted by the functions
+    /// that require a read token (listing a whole year). A separate class:
+    /// a read function never holds a token that can write.
+    #[serde(default)]
+    pub read_tokens: Vec<String>,
     /// `LOG_LEVEL`: a tracing filter such as `info` or `exam_results=debug`. Default `info`.
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
@@ -91,6 +97,10 @@ impl std::fmt::Debug for Config {
                 "write_tokens",
                 &format_args!("<{} redacted>", self.write_tokens.len()),
             )
+            .field(
+                "read_tokens",
+                &format_args!("<{} redacted>", self.read_tokens.len()),
+            )
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format_name)
             .finish_non_exhaustive()
@@ -125,32 +135,56 @@ impl ConfigError {
     }
 }
 
-/// Whether a function reads or writes; decides which checks apply.
+/// Whether a function reads or writes: which database it is served by
+/// (`access` in functions.yaml).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Public, served from a replica.
+    /// Served from a replica (PgBouncer `exam_results_ro`).
     Read,
-    /// Token-protected, served from the primary.
+    /// Served from the primary (PgBouncer `exam_results`).
     Write,
+}
+
+/// Which bearer token a function requires (`auth` in functions.yaml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// None: anyone may call it.
+    Public,
+    /// One of `READ_TOKENS`.
+    ReadToken,
+    /// One of `WRITE_TOKENS`.
+    WriteToken,
+}
+
+impl Auth {
+    /// The environment variable listing this class's tokens, if any.
+    pub fn variable(self) -> Option<&'static str> {
+        match self {
+            Self::Public => None,
+            Self::ReadToken => Some("READ_TOKENS"),
+            Self::WriteToken => Some("WRITE_TOKENS"),
+        }
+    }
 }
 
 impl Config {
     /// Reads the process environment.
-    pub fn from_env(access: Access) -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars(), access)
+    pub fn from_env(auth: Auth) -> Result<Self, ConfigError> {
+        Self::from_iter(std::env::vars(), auth)
     }
 
-    /// Reads configuration from explicit `(NAME, value)` pairs (tests use this).
-    pub fn from_iter<I>(vars: I, access: Access) -> Result<Self, ConfigError>
+    /// Reads configuration from explicit `(NAME, value)` pairs (tests use
+    /// this); `auth` decides which tokens must be configured.
+    pub fn from_iter<I>(vars: I, auth: Auth) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
         let config: Config = envy::from_iter(vars).map_err(from_envy)?;
-        config.validate(access)?;
+        config.validate(auth)?;
         Ok(config)
     }
 
-    fn validate(&self, access: Access) -> Result<(), ConfigError> {
+    fn validate(&self, auth: Auth) -> Result<(), ConfigError> {
         if self.database_url.trim().is_empty() {
             return Err(ConfigError::new("DATABASE_URL", "must not be empty"));
         }
@@ -209,21 +243,17 @@ impl Config {
                 ));
             }
         }
-        if access == Access::Write {
-            let tokens: Vec<_> = self
-                .write_tokens
-                .iter()
-                .filter(|t| !t.trim().is_empty())
-                .collect();
+        if let Some(variable) = auth.variable() {
+            let tokens = self.tokens(auth);
             if tokens.is_empty() {
                 return Err(ConfigError::new(
-                    "WRITE_TOKENS",
-                    "must list at least one token for a write function",
+                    variable,
+                    "must list at least one token for a function that requires one",
                 ));
             }
             if tokens.iter().any(|t| t.len() < 16) {
                 return Err(ConfigError::new(
-                    "WRITE_TOKENS",
+                    variable,
                     "every token must be at least 16 characters",
                 ));
             }
@@ -268,9 +298,14 @@ impl Config {
         config
     }
 
-    /// The accepted write tokens, blanks removed.
-    pub fn tokens(&self) -> Vec<String> {
-        self.write_tokens
+    /// The accepted tokens of one class, blanks removed (none for `Public`).
+    pub fn tokens(&self, class: Auth) -> Vec<String> {
+        let listed = match class {
+            Auth::Public => &[][..],
+            Auth::ReadToken => &self.read_tokens[..],
+            Auth::WriteToken => &self.write_tokens[..],
+        };
+        listed
             .iter()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
@@ -354,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_read_function_needs_only_the_database_url() {
-        let config = Config::from_iter(vars(&[URL]), Access::Read).unwrap();
+        let config = Config::from_iter(vars(&[URL]), Auth::Public).unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.metrics_port, 9464);
         assert_eq!(config.database_pool_size, 8);
@@ -364,34 +399,34 @@ mod tests {
 
     #[test]
     fn a_missing_database_url_is_named() {
-        let err = Config::from_iter(vars(&[]), Access::Read).unwrap_err();
+        let err = Config::from_iter(vars(&[]), Auth::Public).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
         assert!(err.problem.contains("required"));
     }
 
     #[test]
     fn a_non_numeric_port_is_named_with_its_value() {
-        let err = Config::from_iter(vars(&[URL, ("PORT", "eighty")]), Access::Read).unwrap_err();
+        let err = Config::from_iter(vars(&[URL, ("PORT", "eighty")]), Auth::Public).unwrap_err();
         assert_eq!(err.variable, "PORT");
         assert!(err.problem.contains("eighty"), "{}", err.problem);
     }
 
     #[test]
     fn an_unknown_log_format_is_rejected() {
-        let err = Config::from_iter(vars(&[URL, ("LOG_FORMAT", "xml")]), Access::Read).unwrap_err();
+        let err = Config::from_iter(vars(&[URL, ("LOG_FORMAT", "xml")]), Auth::Public).unwrap_err();
         assert_eq!(err.variable, "LOG_FORMAT");
     }
 
     #[test]
     fn a_write_function_without_tokens_refuses_to_start() {
-        let err = Config::from_iter(vars(&[URL]), Access::Write).unwrap_err();
+        let err = Config::from_iter(vars(&[URL]), Auth::WriteToken).unwrap_err();
         assert_eq!(err.variable, "WRITE_TOKENS");
     }
 
     #[test]
     fn short_write_tokens_are_rejected() {
-        let err =
-            Config::from_iter(vars(&[URL, ("WRITE_TOKENS", "short")]), Access::Write).unwrap_err();
+        let err = Config::from_iter(vars(&[URL, ("WRITE_TOKENS", "short")]), Auth::WriteToken)
+            .unwrap_err();
         assert_eq!(err.variable, "WRITE_TOKENS");
     }
 
@@ -399,20 +434,38 @@ mod tests {
     fn write_tokens_are_split_on_commas() {
         let config = Config::from_iter(
             vars(&[URL, ("WRITE_TOKENS", "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb")]),
-            Access::Write,
+            Auth::WriteToken,
         )
         .unwrap();
         assert_eq!(
-            config.tokens(),
+            config.tokens(Auth::WriteToken),
             vec!["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
         );
+        assert!(config.tokens(Auth::ReadToken).is_empty());
+    }
+
+    #[test]
+    fn a_function_that_requires_a_read_token_needs_read_tokens() {
+        let err = Config::from_iter(
+            vars(&[URL, ("WRITE_TOKENS", "aaaaaaaaaaaaaaaa")]),
+            Auth::ReadToken,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, "READ_TOKENS");
+        let config = Config::from_iter(
+            vars(&[URL, ("READ_TOKENS", "rrrrrrrrrrrrrrrr")]),
+            Auth::ReadToken,
+        )
+        .unwrap();
+        assert_eq!(config.tokens(Auth::ReadToken), vec!["rrrrrrrrrrrrrrrr"]);
+        assert!(config.tokens(Auth::WriteToken).is_empty());
     }
 
     #[test]
     fn an_invalid_database_url_is_rejected_without_echoing_it() {
         let err = Config::from_iter(
             vars(&[("DATABASE_URL", "postgres://u:secret@host:notaport/db")]),
-            Access::Read,
+            Auth::Public,
         )
         .unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
@@ -423,7 +476,7 @@ mod tests {
     fn the_metrics_port_must_differ_from_the_serving_port() {
         let err = Config::from_iter(
             vars(&[URL, ("PORT", "9000"), ("METRICS_PORT", "9000")]),
-            Access::Read,
+            Auth::Public,
         )
         .unwrap_err();
         assert_eq!(err.variable, "METRICS_PORT");
@@ -436,7 +489,7 @@ mod tests {
                 ("DATABASE_URL", "postgres://app:old@127.0.0.1/db"),
                 ("DATABASE_PASSWORD", "new"),
             ]),
-            Access::Read,
+            Auth::Public,
         )
         .unwrap();
         assert_eq!(config.database().get_password(), Some(&b"new"[..]));

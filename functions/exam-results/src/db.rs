@@ -29,12 +29,12 @@ pub enum DbError {
     /// exhausted, or the query ran past the statement timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// A row with the same key exists.
-    #[error("unique violation")]
-    UniqueViolation,
-    /// No partition of `student_results` accepts the row's exam year.
-    #[error("no partition for the row")]
-    NoPartition,
+    /// A result with this key exists (unique violation).
+    #[error("unique violation on {0:?}")]
+    Exists(ResultKey),
+    /// No partition of `student_results` accepts this exam year.
+    #[error("no partition for exam year {0}")]
+    NoPartition(i32),
     /// Anything else (a bug or a schema problem).
     #[error("database error: {0}")]
     Other(String),
@@ -170,19 +170,21 @@ impl Database {
         )
     }
 
-    /// Runs one statement with typed parameters, timing it and mapping errors.
+    /// Runs one statement with typed parameters, timing it and mapping errors;
+    /// `key` names the row the statement is about, for the errors that need it.
     async fn run(
         &self,
         operation: Operation,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
+        key: Option<ResultKey>,
     ) -> Result<Vec<Row>, DbError> {
         let waited = Instant::now();
         let conn = self.pool.get().await.map_err(|err| match err {
             RunError::TimedOut => {
                 DbError::Unavailable("timed out waiting for a pooled connection".into())
             }
-            RunError::User(ManagerError::Connect(err)) => classify(err),
+            RunError::User(ManagerError::Connect(err)) => classify(err, None),
             RunError::User(ManagerError::Closed) => {
                 DbError::Unavailable("pooled connection was closed".into())
             }
@@ -194,7 +196,7 @@ impl Database {
         telemetry::record_query(operation.as_str(), started.elapsed());
         match outcome {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(err)) => Err(classify(err)),
+            Ok(Err(err)) => Err(classify(err, key)),
             Err(_) => {
                 // Try to stop the server-side work too. PgBouncer forwards cancel
                 // requests it can match; behind a Service with several PgBouncer pods
@@ -224,6 +226,7 @@ impl Database {
                     (&result.exam_year, Type::INT4),
                     (&result.marks, Type::INT4),
                 ],
+                Some(result.key()),
             )
             .await?;
         rows.first()
@@ -238,6 +241,7 @@ impl Database {
                 Operation::SelectResult,
                 SELECT_RESULT,
                 &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
+                Some(key),
             )
             .await?;
         Ok(rows.first().map(to_result))
@@ -255,6 +259,7 @@ impl Database {
                     (&query.after, Type::INT8),
                     (&fetch, Type::INT8),
                 ],
+                None,
             )
             .await?;
         let more = rows.len() as i64 > query.limit;
@@ -278,6 +283,7 @@ impl Database {
                     (&key.roll_number, Type::INT8),
                     (&marks, Type::INT4),
                 ],
+                Some(key),
             )
             .await?;
         Ok(rows.first().map(to_result))
@@ -290,6 +296,7 @@ impl Database {
                 Operation::DeleteResult,
                 DELETE_RESULT,
                 &[(&key.exam_year, Type::INT4), (&key.roll_number, Type::INT8)],
+                Some(key),
             )
             .await?;
         Ok(!rows.is_empty())
@@ -297,7 +304,7 @@ impl Database {
 
     /// One trivial query: is the database reachable through the pool?
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.run(Operation::Readiness, "SELECT 1", &[])
+        self.run(Operation::Readiness, "SELECT 1", &[], None)
             .await
             .map(|_| ())
     }
@@ -312,6 +319,7 @@ impl Database {
                  pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::float8, \
                  pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8",
                 &[],
+                None,
             )
             .await?;
         let row = rows
@@ -345,8 +353,9 @@ fn to_result(row: &Row) -> ExamResult {
     }
 }
 
-/// Sorts a driver error into what the client should see.
-fn classify(err: tokio_postgres::Error) -> DbError {
+/// Sorts a driver error into what the client should see; `key` is the row
+/// the statement was about (a unique violation or a missing partition names it).
+fn classify(err: tokio_postgres::Error, key: Option<ResultKey>) -> DbError {
     if err.is_closed() {
         return DbError::Unavailable(format!("connection closed: {err}"));
     }
@@ -355,14 +364,16 @@ fn classify(err: tokio_postgres::Error) -> DbError {
         return DbError::Unavailable(err.to_string());
     };
     let code = db.code();
-    if code == &SqlState::UNIQUE_VIOLATION {
-        return DbError::UniqueViolation;
-    }
-    if code == &SqlState::CHECK_VIOLATION
-        && db.constraint().is_none()
-        && db.message().starts_with("no partition")
-    {
-        return DbError::NoPartition;
+    if let Some(key) = key {
+        if code == &SqlState::UNIQUE_VIOLATION {
+            return DbError::Exists(key);
+        }
+        if code == &SqlState::CHECK_VIOLATION
+            && db.constraint().is_none()
+            && db.message().starts_with("no partition")
+        {
+            return DbError::NoPartition(key.exam_year);
+        }
     }
     let class = &code.code()[..2];
     let unavailable = class == "08" // connection exception (PgBouncer reports its own failures as 08P01)

@@ -3,12 +3,18 @@
 //! Each variant's doc names its HTTP status and stable `code`. The reply body
 //! is always `{"error": {"code": "...", "message": "..."}}`; causes of server
 //! errors are logged (in the request's log line), never sent to the client.
+//!
+//! This is the only place where a domain error ([`InputError`]) or a
+//! database error ([`DbError`]) becomes an HTTP status.
 
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
+use crate::db::DbError;
+use crate::model::{InputError, ResultKey};
+
 /// Everything that can go wrong while serving a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400 `bad_request`: a path or query value is malformed.
     #[error("{0}")]
@@ -16,12 +22,15 @@ pub enum ApiError {
     /// 400 `invalid_json`: the body is not well-formed JSON.
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
-    /// 401 `unauthorized`: missing or unknown bearer token on a write.
+    /// 401 `unauthorized`: missing or unknown bearer token where one is required.
     #[error("a valid bearer token is required: send `Authorization: Bearer <token>`")]
     Unauthorized,
-    /// 404 `not_found`: no such result, or no such route.
+    /// 404 `not_found`: no such route, or a result URL that is not canonical.
     #[error("{0}")]
     NotFound(String),
+    /// 404 `not_found`: no result with this key.
+    #[error("no result for roll number {} in {}", .0.roll_number, .0.exam_year)]
+    NoResult(ResultKey),
     /// 405 `method_not_allowed`: the path exists but not with this method.
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
@@ -89,7 +98,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoResult(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,7 +115,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::InvalidJson(_) => "invalid_json",
             Self::Unauthorized => "unauthorized",
-            Self::NotFound(_) => "not_found",
+            Self::NotFound(_) | Self::NoResult(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -152,6 +161,50 @@ use warp::Reply as _;
 impl warp::Reply for ApiError {
     fn into_response(self) -> Response {
         ApiError::into_response(self)
+    }
+}
+
+/// An [`ApiError`] raised by a filter (method, token, path, body) as a warp
+/// rejection; the rejection handler turns it back into its reply.
+#[derive(Debug)]
+pub struct Problem(pub ApiError);
+
+impl warp::reject::Reject for Problem {}
+
+impl From<ApiError> for warp::Rejection {
+    fn from(err: ApiError) -> Self {
+        warp::reject::custom(Problem(err))
+    }
+}
+
+impl From<InputError> for warp::Rejection {
+    fn from(err: InputError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(err: InputError) -> Self {
+        let message = err.to_string();
+        match err {
+            InputError::Malformed(_) => Self::BadRequest(message),
+            InputError::OutOfRange(_) => Self::Validation(message),
+            InputError::NotCanonical(_) => Self::NotFound(message),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(cause) => Self::Unavailable(cause),
+            DbError::Exists(key) => Self::Conflict(format!(
+                "a result for roll number {} in {} already exists",
+                key.roll_number, key.exam_year
+            )),
+            DbError::NoPartition(year) => Self::PartitionMissing(year),
+            DbError::Other(cause) => Self::Internal(cause),
+        }
     }
 }
 
@@ -212,6 +265,14 @@ mod tests {
             (ApiError::BadRequest("x".into()), 400, "bad_request"),
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
+            (
+                ApiError::NoResult(ResultKey {
+                    exam_year: 2024,
+                    roll_number: 1,
+                }),
+                404,
+                "not_found",
+            ),
             (ApiError::Conflict("x".into()), 409, "conflict"),
             (ApiError::PayloadTooLarge(16), 413, "payload_too_large"),
             (
@@ -230,6 +291,29 @@ mod tests {
                 "{code} missing from ERROR_CODES"
             );
         }
+    }
+
+    #[test]
+    fn each_domain_error_has_one_status() {
+        let cases = [
+            (InputError::Malformed("x".into()), 400),
+            (InputError::OutOfRange("x".into()), 422),
+            (InputError::NotCanonical("+1".into()), 404),
+        ];
+        for (err, status) in cases {
+            assert_eq!(ApiError::from(err).status().as_u16(), status);
+        }
+        let key = ResultKey {
+            exam_year: 2024,
+            roll_number: 9,
+        };
+        let conflict = ApiError::from(DbError::Exists(key));
+        assert_eq!(conflict.status().as_u16(), 409);
+        assert!(conflict.to_string().contains("roll number 9 in 2024"));
+        assert_eq!(
+            ApiError::from(DbError::NoPartition(2035)).code(),
+            "partition_missing"
+        );
     }
 
     #[test]

@@ -1,17 +1,31 @@
 //! Filters every function shares: the request envelope (request id, timing,
-//! the log line and metrics), the bounded JSON body, and bearer auth.
+//! the log line and metrics) and the typed filters each route is composed
+//! of, as warp's own examples compose them:
+//!
+//! - [`allowed`]: 405 with `Allow` unless the method is the route's;
+//! - [`authorized_writer`] / [`authorized_reader`]: 401 unless the request
+//!   carries one of the function's bearer tokens;
+//! - [`json_body`]: a JSON object of at most [`MAX_BODY_BYTES`], typed.
+//!
+//! A filter that refuses a request rejects with a [`Problem`] (an
+//! [`ApiError`]); [`handle_rejection`] turns it into the JSON reply. Every
+//! header is read as raw bytes: a value that is not UTF-8 is an invalid
+//! credential, a wrong media type or an ignored id, never a server error.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
-use warp::http::{header, HeaderValue, Method};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use warp::http::{header, HeaderMap, HeaderValue, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::error::{ApiError, ErrorCause, ErrorCode};
+use crate::error::{ApiError, ErrorCause, ErrorCode, Problem};
+use crate::route::{classify, Route};
+use crate::state::AppState;
 use crate::telemetry::{self, InFlight, RequestRecord};
 
 /// The largest request body accepted (16 KiB).
@@ -30,30 +44,28 @@ pub struct RequestContext {
     _in_flight: InFlight,
 }
 
-/// Extracts the request context. `classify` maps a path to its route template
-/// (or `unmatched`) so labels stay bounded.
-pub fn context(
-    classify: fn(&str) -> &'static str,
+/// Extracts the request context. The path is labelled with the template of
+/// the first of `routes` it matches (or `unmatched`) so labels stay bounded.
+pub fn context<const N: usize>(
+    routes: [Route; N],
 ) -> impl Filter<Extract = (RequestContext,), Error = Infallible> + Clone {
     warp::method()
         .and(warp::path::full())
-        .and(
-            warp::header::optional::<String>(REQUEST_ID)
-                .or(warp::any().map(|| None))
-                .unify(),
-        )
+        .and(raw_header(REQUEST_ID))
         .map(
-            move |method: Method, path: warp::path::FullPath, id: Option<String>| {
+            move |method: Method, path: warp::path::FullPath, id: Option<HeaderValue>| {
                 let method = method_label(&method);
-                let route = classify(path.as_str());
+                let route = classify(&routes, path.as_str());
                 RequestContext {
                     started: Instant::now(),
                     method,
                     route,
                     path: path.as_str().chars().take(256).collect(),
                     request_id: id
+                        .as_ref()
+                        .and_then(|id| id.to_str().ok())
                         .filter(|id| is_valid_request_id(id))
-                        .unwrap_or_else(new_request_id),
+                        .map_or_else(new_request_id, str::to_owned),
                     _in_flight: InFlight::start(method, route),
                 }
             },
@@ -81,12 +93,14 @@ pub fn finish(ctx: RequestContext, mut response: Response) -> Response {
     response
 }
 
-/// Turns any rejection left after routing into a JSON error. Routes return
-/// domain errors as replies, so what reaches here is "no route matched".
+/// Turns the rejection left after routing into a JSON error: the
+/// [`Problem`] a filter raised, or "no such route".
 pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
     // Routes check methods themselves (405 with the right `Allow`), so a
-    // method rejection can only come from a path no route claims: a 404.
-    let error = if rejection.is_not_found()
+    // warp method rejection can only come from a path no route claims: a 404.
+    let error = if let Some(Problem(error)) = rejection.find::<Problem>() {
+        error.clone()
+    } else if rejection.is_not_found()
         || rejection.find::<warp::reject::MethodNotAllowed>().is_some()
     {
         ApiError::NotFound("no such route".into())
@@ -96,54 +110,92 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallib
     Ok(error.into_response())
 }
 
-/// Checks the method against what a route allows; `HEAD` is allowed wherever `GET` is.
-pub fn allow(method: &Method, allowed: &'static str) -> Result<(), ApiError> {
-    let name = method.as_str();
-    let ok = allowed.split(", ").any(|m| m == name)
-        || (method == Method::HEAD && allowed.contains("GET"));
-    if ok {
+/// A header's raw value, whatever its bytes; `None` when absent.
+pub fn raw_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::value(name)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// 405 unless the request's method is `method` (`HEAD` counts as `GET`);
+/// the reply's `Allow` header is `allow`.
+pub fn allowed(
+    method: Method,
+    allow: &'static str,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::method()
+        .and_then(move |used: Method| {
+            let outcome = check_method(&used, &method, allow).map_err(Rejection::from);
+            async move { outcome }
+        })
+        .untuple_one()
+}
+
+fn check_method(used: &Method, method: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if used == method || (used == Method::HEAD && method == Method::GET) {
         Ok(())
     } else {
         Err(ApiError::MethodNotAllowed {
-            method: name.chars().take(16).collect(),
-            allowed,
+            method: used.as_str().chars().take(16).collect(),
+            allowed: allow,
         })
     }
 }
 
-/// Everything a write handler needs from the request before touching the body.
-pub fn write_request() -> impl Filter<
-    Extract = (
-        Option<String>,
-        Option<String>,
-        Option<u64>,
-        impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin + 'static,
-    ),
-    Error = Rejection,
-> + Clone {
-    warp::header::optional::<String>(header::AUTHORIZATION.as_str())
-        .and(warp::header::optional::<String>(
-            header::CONTENT_TYPE.as_str(),
-        ))
-        .and(warp::header::optional::<u64>(
-            header::CONTENT_LENGTH.as_str(),
-        ))
-        .and(warp::body::stream().map(Box::pin))
+/// 401 unless the request carries one of the write tokens (`WRITE_TOKENS`).
+pub fn authorized_writer(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    bearer(state.write_tokens.clone())
 }
 
-/// 401 unless `authorization` is `Bearer <one of tokens>`; compared in constant time.
-pub fn authorize(authorization: Option<&str>, tokens: &[String]) -> Result<(), ApiError> {
-    let presented = authorization
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+/// 401 unless the request carries one of the read tokens (`READ_TOKENS`).
+pub fn authorized_reader(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    bearer(state.read_tokens.clone())
+}
+
+fn bearer(tokens: Arc<Vec<String>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
+            let outcome = authorize(
+                headers
+                    .get_all(header::AUTHORIZATION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+                &tokens,
+            )
+            .map_err(Rejection::from);
+            async move { outcome }
         })
-        .map(str::trim)
+        .untuple_one()
+}
+
+/// Checks the `Authorization` header values against `tokens`: exactly one
+/// value (400 for several), scheme `Bearer` in any case (RFC 9110 §11.1),
+/// then the token, compared in constant time as bytes (401 otherwise).
+pub fn authorize<'a>(
+    mut values: impl Iterator<Item = &'a [u8]>,
+    tokens: &[String],
+) -> Result<(), ApiError> {
+    let value = values.next().ok_or(ApiError::Unauthorized)?;
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "send one Authorization header, not several".into(),
+        ));
+    }
+    let space = value
+        .iter()
+        .position(|b| *b == b' ')
         .ok_or(ApiError::Unauthorized)?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(ApiError::Unauthorized);
+    }
+    let presented = rest.trim_ascii();
     // Compare against every token without stopping early.
     let matched = tokens.iter().fold(false, |found, token| {
-        found | constant_time_eq(presented.as_bytes(), token.as_bytes())
+        found | constant_time_eq(presented, token.as_bytes())
     });
     if matched {
         Ok(())
@@ -160,11 +212,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`]: 415 if not JSON, 413 if too
-/// big (by header or by actual size), 400 if malformed, 422 if well-formed but
-/// the wrong shape (missing or unknown fields, wrong types).
-pub async fn json_body<T, S, B>(
-    content_type: Option<&str>,
+/// The request body as a `T`: a JSON object of at most [`MAX_BODY_BYTES`]
+/// (see [`read_json`] for each refusal).
+pub fn json_body<T>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    raw_header(header::CONTENT_TYPE.as_str())
+        .and(raw_header(header::CONTENT_LENGTH.as_str()))
+        .and(warp::body::stream())
+        .and_then(
+            |content_type: Option<HeaderValue>, length: Option<HeaderValue>, body| async move {
+                let length = length
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                read_json(
+                    content_type.as_ref().map(HeaderValue::as_bytes),
+                    length,
+                    Box::pin(body),
+                )
+                .await
+                .map_err(Rejection::from)
+            },
+        )
+}
+
+/// Reads a JSON body: 415 unless the media type is `application/json`,
+/// 413 if too big (by header or by actual size), 400 if malformed or not an
+/// object, 422 if an object of the wrong shape (missing or unknown fields,
+/// wrong types).
+pub async fn read_json<T, S, B>(
+    content_type: Option<&[u8]>,
     content_length: Option<u64>,
     mut body: S,
 ) -> Result<T, ApiError>
@@ -174,9 +253,8 @@ where
     B: Buf,
 {
     let is_json = content_type
-        .and_then(|ct| ct.split(';').next())
-        .map(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false);
+        .and_then(|ct| ct.split(|b| *b == b';').next())
+        .is_some_and(|mime| mime.trim_ascii().eq_ignore_ascii_case(b"application/json"));
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -198,6 +276,14 @@ where
             chunk.advance(n);
         }
     }
+    // serde reads a struct from an array too (`[1, 2024, 50]`): only an
+    // object is a body here.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(&bytes) {
+            Ok(_) => ApiError::BadRequest("the request body must be a JSON object".into()),
+            Err(err) => ApiError::InvalidJson(err.to_string()),
+        });
+    }
     serde_json::from_slice(&bytes).map_err(|err| {
         if err.is_data() {
             ApiError::Validation(err.to_string())
@@ -205,6 +291,24 @@ where
             ApiError::InvalidJson(err.to_string())
         }
     })
+}
+
+/// 400 when the URL has a query string (even an empty one): a result has
+/// exactly one URL, so cache-busting variants are refused, not served.
+pub fn no_query() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+        .and_then(|query: Option<String>| async move {
+            match query {
+                None => Ok(()),
+                Some(_) => Err(Rejection::from(ApiError::BadRequest(
+                    "this URL takes no query string".into(),
+                ))),
+            }
+        })
+        .untuple_one()
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -237,37 +341,51 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn a_listed_bearer_token_is_accepted() {
-        assert!(authorize(Some("Bearer second-token-0123456789"), &tokens()).is_ok());
+    fn auth(values: &[&str]) -> Result<(), ApiError> {
+        authorize(values.iter().map(|v| v.as_bytes()), &tokens())
     }
 
     #[test]
-    fn a_missing_wrong_or_malformed_token_is_refused() {
-        for header in [
-            None,
-            Some("Bearer nope"),
-            Some("Basic Zm9vOmJhcg=="),
-            Some("first-token-0123456789"),
-        ] {
-            assert_eq!(
-                authorize(header, &tokens()).unwrap_err().code(),
-                "unauthorized"
-            );
+    fn a_listed_bearer_token_is_accepted_with_the_scheme_in_any_case() {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert!(auth(&[&format!("{scheme} second-token-0123456789")]).is_ok());
         }
     }
 
     #[test]
+    fn a_missing_wrong_or_malformed_token_is_refused() {
+        for values in [
+            &[][..],
+            &["Bearer nope"],
+            &["Basic Zm9vOmJhcg=="],
+            &["first-token-0123456789"],
+            &["Bearer"],
+        ] {
+            assert_eq!(auth(values).unwrap_err().code(), "unauthorized");
+        }
+        let invalid_utf8: &[u8] = b"Bearer \xfffirst-token-0123456789";
+        assert!(authorize([invalid_utf8].into_iter(), &tokens()).is_err());
+    }
+
+    #[test]
+    fn two_authorization_headers_are_a_bad_request() {
+        let one = "Bearer first-token-0123456789";
+        assert_eq!(auth(&[one, one]).unwrap_err().code(), "bad_request");
+    }
+
+    #[test]
     fn a_prefix_of_a_token_is_refused() {
-        assert!(authorize(Some("Bearer first-token"), &tokens()).is_err());
-        assert!(authorize(Some("Bearer first-token-0123456789x"), &tokens()).is_err());
+        assert!(auth(&["Bearer first-token"]).is_err());
+        assert!(auth(&["Bearer first-token-0123456789x"]).is_err());
     }
 
     #[test]
     fn head_is_allowed_wherever_get_is() {
-        assert!(allow(&Method::HEAD, "GET").is_ok());
+        assert!(check_method(&Method::HEAD, &Method::GET, "GET, HEAD").is_ok());
         assert_eq!(
-            allow(&Method::POST, "GET").unwrap_err().code(),
+            check_method(&Method::POST, &Method::GET, "GET, HEAD")
+                .unwrap_err()
+                .code(),
             "method_not_allowed"
         );
     }
@@ -295,15 +413,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_parsed_only_when_it_is_json() {
-        let ok: Body = json_body(
-            Some("application/json; charset=utf-8"),
+        let ok: Body = read_json(
+            Some(b"application/json; charset=utf-8"),
             None,
             stream_of(vec![b"{\"marks\":", b"5}"]),
         )
         .await
         .unwrap();
         assert_eq!(ok.marks, 5);
-        let err = json_body::<Body, _, _>(Some("text/plain"), None, stream_of(vec![b"{}"]))
+        let err = read_json::<Body, _, _>(Some(b"text/plain"), None, stream_of(vec![b"{}"]))
             .await
             .unwrap_err();
         assert_eq!(err.code(), "unsupported_media_type");
@@ -311,22 +429,22 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_json_is_a_400_and_the_wrong_shape_a_422() {
-        let err = json_body::<Body, _, _>(
-            Some("application/json"),
+        let err = read_json::<Body, _, _>(
+            Some(b"application/json"),
             None,
             stream_of(vec![b"{\"marks\":"]),
         )
         .await;
         assert_eq!(err.unwrap_err().code(), "invalid_json");
-        let err = json_body::<Body, _, _>(
-            Some("application/json"),
+        let err = read_json::<Body, _, _>(
+            Some(b"application/json"),
             None,
             stream_of(vec![b"{\"marks\":\"a\"}"]),
         )
         .await;
         assert_eq!(err.unwrap_err().code(), "validation_failed");
-        let err = json_body::<Body, _, _>(
-            Some("application/json"),
+        let err = read_json::<Body, _, _>(
+            Some(b"application/json"),
             None,
             stream_of(vec![b"{\"marks\":1,\"x\":2}"]),
         )
@@ -335,13 +453,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_an_object_is_a_body() {
+        for (body, code) in [
+            (&b"[5]"[..], "bad_request"),
+            (&b" 5"[..], "bad_request"),
+            (&b"\"x\""[..], "bad_request"),
+            (&b""[..], "invalid_json"),
+            (&b"[5"[..], "invalid_json"),
+        ] {
+            let err =
+                read_json::<Body, _, _>(Some(b"application/json"), None, stream_of(vec![body]))
+                    .await
+                    .unwrap_err();
+            assert_eq!(err.code(), code, "{}", String::from_utf8_lossy(body));
+        }
+        let err = read_json::<Body, _, _>(Some(b"\xffjson"), None, stream_of(vec![b"{}"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "unsupported_media_type");
+    }
+
+    #[tokio::test]
     async fn a_body_over_the_limit_is_refused_even_without_a_length_header() {
         let big: &'static [u8] = Box::leak(vec![b' '; MAX_BODY_BYTES + 1].into_boxed_slice());
         let err =
-            json_body::<Body, _, _>(Some("application/json"), None, stream_of(vec![big])).await;
+            read_json::<Body, _, _>(Some(b"application/json"), None, stream_of(vec![big])).await;
         assert_eq!(err.unwrap_err().code(), "payload_too_large");
-        let err = json_body::<Body, _, _>(
-            Some("application/json"),
+        let err = read_json::<Body, _, _>(
+            Some(b"application/json"),
             Some(1 << 20),
             stream_of(vec![b"{}"]),
         )

@@ -1,34 +1,36 @@
 //! # exam-results
 //!
-//! Everything the five exam-results functions share. Each function is its
-//! own binary (and its own Knative Service) whose `main` names its route and
-//! handler and calls [`server::run`]:
+//! Everything the exam-results functions share. Each function is its own
+//! binary (and its own Knative Service) whose `main` serves its operation
+//! module's [`Function`] with [`server::run`]:
 //!
 //! ```no_run
-//! use exam_results::{operations::get_result, server, Access};
+//! use exam_results::{operations::get_result, server};
 //! fn main() -> std::process::ExitCode {
-//!     server::run(server::Function {
-//!         name: "get-result",
-//!         access: Access::Read,
-//!         route: get_result::ROUTE,
-//!         routes: get_result::routes,
-//!     })
+//!     server::run(get_result::FUNCTION)
 //! }
 //! ```
+//!
+//! The functions are listed once, in `knative/exam-results/functions.yaml`;
+//! `tests/api/manifest.rs` fails when the operation modules or the
+//! workspace's binaries disagree with it.
 //!
 //! # Layout
 //! - [`config`]: the typed configuration read once from environment variables.
 //! - [`model`]: results, request bodies, and the validation that mirrors the
-//!   database's CHECK constraints.
-//! - [`error`]: [`ApiError`], the one error enum, and its JSON replies.
+//!   database's CHECK constraints; domain errors ([`model::InputError`]), no HTTP.
+//! - [`error`]: [`ApiError`], the one error enum, its JSON replies, and the
+//!   one mapping of every domain and database error to it.
 //! - [`db`]: the bb8 pool and the five single-round-trip queries (safe for
 //!   PgBouncer transaction pooling without prepared statements).
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
 //! - [`replica`]: the read replica's lag, estimated from sampled WAL positions.
-//! - [`http`]: the request envelope (request id, log line, metrics), bounded
-//!   JSON bodies and bearer-token auth.
-//! - [`operations`]: one module per operation (route filter + handler) and the
-//!   health probes.
+//! - [`route`]: route templates, declared once: path matching and the
+//!   bounded `http_route` label.
+//! - [`http`]: the request envelope (request id, log line, metrics) and the
+//!   typed filters routes are composed of: method, bearer token, JSON body.
+//! - [`operations`]: one module per operation (its [`Function`]: route
+//!   filter + handler) and the health probes.
 //! - [`telemetry`]: JSON logs and Prometheus metrics, named in one place.
 //! - [`server`]: assembling a function, serving it with graceful shutdown,
 //!   the metrics listener, and [`server::run`].
@@ -40,11 +42,12 @@ pub mod http;
 pub mod model;
 pub mod operations;
 pub mod replica;
+pub mod route;
 pub mod server;
 pub mod state;
 pub mod telemetry;
 
-pub use config::{Access, Config};
+pub use config::{Access, Auth, Config};
 pub use error::ApiError;
 pub use server::Function;
 pub use state::AppState;

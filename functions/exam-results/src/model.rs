@@ -1,11 +1,11 @@
 //! The domain: what a result is, and what the API accepts.
 //!
 //! Validation mirrors the database's CHECK constraints (sql/migrations), so a
-//! bad value is refused with a clear 422 before it reaches the database.
+//! bad value is refused before it reaches the database. It returns an
+//! [`InputError`]; this module knows nothing of HTTP (error.rs maps each
+//! domain error to its status, once).
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::ApiError;
 
 /// The largest roll number the API accepts (twelve digits).
 pub const MAX_ROLL_NUMBER: i64 = 999_999_999_999;
@@ -16,6 +16,22 @@ pub const DEFAULT_PAGE_SIZE: i64 = 100;
 /// The largest page a client may ask for.
 pub const MAX_PAGE_SIZE: i64 = 1000;
 
+/// Why a request's values were refused, before any database work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not a value of its field's kind at all: letters for a number; an
+    /// unknown, repeated or missing query parameter; a malformed query string.
+    #[error("{0}")]
+    Malformed(String),
+    /// A well-formed value outside its range (year, roll number, marks, page size).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A number in a result's URL written with a sign or leading zeros: such
+    /// a URL names no result (each result has exactly one URL).
+    #[error("`{0}` is not how a result's URL writes a number (no sign, no leading zeros)")]
+    NotCanonical(String),
+}
+
 /// One student's result for one exam year, as stored and as returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExamResult {
@@ -25,6 +41,16 @@ pub struct ExamResult {
     pub exam_year: i32,
     /// 0..=100.
     pub marks: i32,
+}
+
+impl ExamResult {
+    /// The result's key.
+    pub fn key(&self) -> ResultKey {
+        ResultKey {
+            exam_year: self.exam_year,
+            roll_number: self.roll_number,
+        }
+    }
 }
 
 /// `POST /results` body.
@@ -66,14 +92,15 @@ pub struct ResultKey {
 }
 
 impl ResultKey {
-    /// Parses and validates the two path segments of `/results/{exam_year}/{roll_number}`.
+    /// Parses and validates the two path segments of `/results/{exam_year}/{roll_number}`:
+    /// canonical decimal integers (no sign, no leading zeros) within range.
     pub fn from_path(
         exam_year: &str,
         roll_number: &str,
         years: YearRange,
-    ) -> Result<Self, ApiError> {
-        let exam_year = parse_number::<i32>("exam_year", exam_year)?;
-        let roll_number = parse_number::<i64>("roll_number", roll_number)?;
+    ) -> Result<Self, InputError> {
+        let exam_year = parse_canonical::<i32>("exam_year", exam_year)?;
+        let roll_number = parse_canonical::<i64>("roll_number", roll_number)?;
         years.check(exam_year)?;
         check_roll_number(roll_number)?;
         Ok(Self {
@@ -89,10 +116,17 @@ impl ResultKey {
 }
 
 impl YearRange {
-    /// 422 unless `year` is within the range.
-    pub fn check(&self, year: i32) -> Result<(), ApiError> {
+    /// Parses and checks an `{exam_year}` path segment (canonical, within the range).
+    pub fn from_path(&self, exam_year: &str) -> Result<i32, InputError> {
+        let year = parse_canonical::<i32>("exam_year", exam_year)?;
+        self.check(year)?;
+        Ok(year)
+    }
+
+    /// Out of range unless `year` is within the range.
+    pub fn check(&self, year: i32) -> Result<(), InputError> {
         if year < self.min || year > self.max {
-            return Err(ApiError::Validation(format!(
+            return Err(InputError::OutOfRange(format!(
                 "exam_year must be between {} and {}, got {year}",
                 self.min, self.max
             )));
@@ -103,7 +137,7 @@ impl YearRange {
 
 impl NewResult {
     /// Checks every field; the first problem found is reported.
-    pub fn validate(self, years: YearRange) -> Result<ExamResult, ApiError> {
+    pub fn validate(self, years: YearRange) -> Result<ExamResult, InputError> {
         check_roll_number(self.roll_number)?;
         years.check(self.exam_year)?;
         check_marks(self.marks)?;
@@ -117,26 +151,26 @@ impl NewResult {
 
 impl MarksUpdate {
     /// Checks the marks.
-    pub fn validate(self) -> Result<i32, ApiError> {
+    pub fn validate(self) -> Result<i32, InputError> {
         check_marks(self.marks)?;
         Ok(self.marks)
     }
 }
 
-/// 422 unless the roll number is 1..=999_999_999_999.
-pub fn check_roll_number(roll_number: i64) -> Result<(), ApiError> {
+/// Out of range unless the roll number is 1..=999_999_999_999.
+pub fn check_roll_number(roll_number: i64) -> Result<(), InputError> {
     if !(1..=MAX_ROLL_NUMBER).contains(&roll_number) {
-        return Err(ApiError::Validation(format!(
+        return Err(InputError::OutOfRange(format!(
             "roll_number must be between 1 and {MAX_ROLL_NUMBER}, got {roll_number}"
         )));
     }
     Ok(())
 }
 
-/// 422 unless marks are 0..=100.
-pub fn check_marks(marks: i32) -> Result<(), ApiError> {
+/// Out of range unless marks are 0..=100.
+pub fn check_marks(marks: i32) -> Result<(), InputError> {
     if !(0..=MAX_MARKS).contains(&marks) {
-        return Err(ApiError::Validation(format!(
+        return Err(InputError::OutOfRange(format!(
             "marks must be between 0 and {MAX_MARKS}, got {marks}"
         )));
     }
@@ -156,9 +190,9 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Parses `exam_year=Y&after=R&limit=N` from the raw query string.
-    pub fn parse(raw: &str, years: YearRange) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str, years: YearRange) -> Result<Self, InputError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-            .map_err(|_| ApiError::BadRequest("query string is malformed".into()))?;
+            .map_err(|_| InputError::Malformed("query string is malformed".into()))?;
         let (mut exam_year, mut after, mut limit) = (None, None, None);
         for (name, value) in pairs {
             let slot = match name.as_str() {
@@ -166,19 +200,19 @@ impl ListQuery {
                 "after" => &mut after,
                 "limit" => &mut limit,
                 other => {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(InputError::Malformed(format!(
                         "unknown query parameter `{other}`; expected exam_year, after, limit"
                     )))
                 }
             };
             if slot.replace(value).is_some() {
-                return Err(ApiError::BadRequest(format!(
+                return Err(InputError::Malformed(format!(
                     "query parameter `{name}` is given more than once"
                 )));
             }
         }
         let exam_year = exam_year
-            .ok_or_else(|| ApiError::BadRequest("query parameter `exam_year` is required".into()))
+            .ok_or_else(|| InputError::Malformed("query parameter `exam_year` is required".into()))
             .and_then(|v| parse_number::<i32>("exam_year", &v))?;
         years.check(exam_year)?;
         let after = match after {
@@ -186,7 +220,7 @@ impl ListQuery {
             None => 0,
         };
         if !(0..=MAX_ROLL_NUMBER).contains(&after) {
-            return Err(ApiError::Validation(format!(
+            return Err(InputError::OutOfRange(format!(
                 "after must be between 0 and {MAX_ROLL_NUMBER}, got {after}"
             )));
         }
@@ -195,7 +229,7 @@ impl ListQuery {
             None => DEFAULT_PAGE_SIZE,
         };
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::Validation(format!(
+            return Err(InputError::OutOfRange(format!(
                 "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
             )));
         }
@@ -216,11 +250,25 @@ pub struct Page {
     pub next_after: Option<i64>,
 }
 
-fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError> {
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, InputError> {
     let shown: String = value.chars().take(32).collect();
     value
         .parse::<T>()
-        .map_err(|_| ApiError::BadRequest(format!("`{name}` must be an integer, got `{shown}`")))
+        .map_err(|_| InputError::Malformed(format!("`{name}` must be an integer, got `{shown}`")))
+}
+
+/// Like [`parse_number`], but a number with a sign or leading zeros is
+/// [`InputError::NotCanonical`]: `0`, `7` and `2024` are canonical; `+7`,
+/// `-7`, `07` and `00` are not.
+fn parse_canonical<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, InputError> {
+    let number = parse_number::<T>(name, value)?;
+    let canonical =
+        value.bytes().all(|b| b.is_ascii_digit()) && (value == "0" || !value.starts_with('0'));
+    if canonical {
+        Ok(number)
+    } else {
+        Err(InputError::NotCanonical(value.chars().take(32).collect()))
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +279,14 @@ mod tests {
         min: 2000,
         max: 2100,
     };
+
+    fn kind(err: InputError) -> &'static str {
+        match err {
+            InputError::Malformed(_) => "malformed",
+            InputError::OutOfRange(_) => "out_of_range",
+            InputError::NotCanonical(_) => "not_canonical",
+        }
+    }
 
     fn new(roll_number: i64, exam_year: i32, marks: i32) -> NewResult {
         NewResult {
@@ -251,7 +307,7 @@ mod tests {
     fn marks_outside_zero_to_one_hundred_are_rejected() {
         for marks in [-1, 101, i32::MAX] {
             let err = new(1, 2024, marks).validate(YEARS).unwrap_err();
-            assert_eq!(err.code(), "validation_failed");
+            assert!(matches!(err, InputError::OutOfRange(_)));
             assert!(err.to_string().contains("marks"));
         }
     }
@@ -259,10 +315,10 @@ mod tests {
     #[test]
     fn roll_numbers_must_be_positive_and_at_most_twelve_digits() {
         for roll in [0, -5, MAX_ROLL_NUMBER + 1] {
-            assert_eq!(
-                new(roll, 2024, 50).validate(YEARS).unwrap_err().code(),
-                "validation_failed"
-            );
+            assert!(matches!(
+                new(roll, 2024, 50).validate(YEARS),
+                Err(InputError::OutOfRange(_))
+            ));
         }
     }
 
@@ -285,15 +341,43 @@ mod tests {
     fn a_path_with_letters_is_a_bad_request() {
         assert_eq!(
             ResultKey::from_path("2024", "abc", YEARS)
-                .unwrap_err()
-                .code(),
-            "bad_request"
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
         );
         assert_eq!(
             ResultKey::from_path("twenty", "1", YEARS)
-                .unwrap_err()
-                .code(),
-            "bad_request"
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn a_path_number_with_a_sign_or_leading_zeros_names_no_result() {
+        for (year, roll) in [
+            ("02024", "1"),
+            ("2024", "+1"),
+            ("2024", "-1"),
+            ("2024", "01"),
+        ] {
+            assert!(
+                matches!(
+                    ResultKey::from_path(year, roll, YEARS),
+                    Err(InputError::NotCanonical(_))
+                ),
+                "{year}/{roll}"
+            );
+        }
+        assert!(matches!(
+            ResultKey::from_path("2024", "0", YEARS),
+            Err(InputError::OutOfRange(_))
+        ));
+        assert_eq!(
+            ResultKey::from_path("2024", "10", YEARS)
+                .unwrap()
+                .location(),
+            "/results/2024/10"
         );
     }
 
@@ -313,8 +397,10 @@ mod tests {
     #[test]
     fn a_listing_requires_the_exam_year() {
         assert_eq!(
-            ListQuery::parse("limit=5", YEARS).unwrap_err().code(),
-            "bad_request"
+            ListQuery::parse("limit=5", YEARS)
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
         );
     }
 
@@ -323,15 +409,15 @@ mod tests {
         assert!(ListQuery::parse("exam_year=2024&limit=1000", YEARS).is_ok());
         assert_eq!(
             ListQuery::parse("exam_year=2024&limit=1001", YEARS)
-                .unwrap_err()
-                .code(),
-            "validation_failed"
+                .map_err(kind)
+                .unwrap_err(),
+            "out_of_range"
         );
         assert_eq!(
             ListQuery::parse("exam_year=2024&limit=0", YEARS)
-                .unwrap_err()
-                .code(),
-            "validation_failed"
+                .map_err(kind)
+                .unwrap_err(),
+            "out_of_range"
         );
     }
 
@@ -339,21 +425,21 @@ mod tests {
     fn a_listing_rejects_unknown_and_repeated_parameters() {
         assert_eq!(
             ListQuery::parse("exam_year=2024&page=2", YEARS)
-                .unwrap_err()
-                .code(),
-            "bad_request"
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
         );
         assert_eq!(
             ListQuery::parse("exam_year=2024&exam_year=2025", YEARS)
-                .unwrap_err()
-                .code(),
-            "bad_request"
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
         );
         assert_eq!(
             ListQuery::parse("exam_year=2024&after=x", YEARS)
-                .unwrap_err()
-                .code(),
-            "bad_request"
+                .map_err(kind)
+                .unwrap_err(),
+            "malformed"
         );
     }
 }

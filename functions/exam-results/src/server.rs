@@ -13,24 +13,12 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::config::{Access, Config};
+use crate::config::Config;
 use crate::http::{context, finish, handle_rejection};
-use crate::operations::{classify, health};
+use crate::operations::health;
+pub use crate::operations::Function;
 use crate::state::AppState;
 use crate::telemetry;
-
-/// One function: its name, access, and the filter that serves its route.
-#[derive(Clone, Copy)]
-pub struct Function {
-    /// The binary and Knative Service name, e.g. `get-result`.
-    pub name: &'static str,
-    /// Read (public, replica) or write (token, primary).
-    pub access: Access,
-    /// The operation's route template, for docs and logs.
-    pub route: &'static str,
-    /// Builds the operation's route filter.
-    pub routes: fn(AppState) -> BoxedFilter<(Response,)>,
-}
 
 /// The complete HTTP application of one function: its route, the probes,
 /// JSON errors for everything else, and the per-request envelope.
@@ -40,7 +28,10 @@ pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(handle_rejection)
         .unify();
-    context(classify).and(routes).map(finish).boxed()
+    context(function.served_routes())
+        .and(routes)
+        .map(finish)
+        .boxed()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
@@ -144,7 +135,7 @@ pub async fn shutdown_signal() {
 /// The whole life of a function process: configuration, telemetry, pools,
 /// listeners, serving, and a clean exit. Each binary's `main` is one call.
 pub fn run(function: Function) -> ExitCode {
-    let config = match Config::from_env(function.access) {
+    let config = match Config::from_env(function.auth) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("{}: configuration error: {err}", function.name);
@@ -183,7 +174,7 @@ async fn run_async(function: Function, config: Config) -> ExitCode {
     };
     tracing::info!(
         function = function.name,
-        route = function.route,
+        route = function.route.template(),
         address = %serving,
         metrics = %metrics_addr,
         version = env!("CARGO_PKG_VERSION"),

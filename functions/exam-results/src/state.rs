@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Auth, Config};
 use crate::db::{Database, DbError};
 use crate::error::ApiError;
 use crate::model::YearRange;
@@ -15,8 +15,10 @@ pub struct AppState {
     pub db: Database,
     /// Reads only: the primary, used while the replica is down or lagging.
     pub fallback: Option<Database>,
-    /// Accepted bearer tokens (write functions).
-    pub tokens: Arc<Vec<String>>,
+    /// Bearer tokens accepted where a write token is required (`WRITE_TOKENS`).
+    pub write_tokens: Arc<Vec<String>>,
+    /// Bearer tokens accepted where a read token is required (`READ_TOKENS`).
+    pub read_tokens: Arc<Vec<String>>,
     /// Exam years the API accepts.
     pub years: YearRange,
     /// Reads only: the replica's last measured lag, if lag checking is on.
@@ -70,7 +72,8 @@ impl AppState {
         Self {
             db: pool(config.database()),
             fallback: config.read_fallback_database().map(pool),
-            tokens: Arc::new(config.tokens()),
+            write_tokens: Arc::new(config.tokens(Auth::WriteToken)),
+            read_tokens: Arc::new(config.tokens(Auth::ReadToken)),
             years: YearRange {
                 min: config.exam_year_min,
                 max: config.exam_year_max,
@@ -101,21 +104,6 @@ impl AppState {
                 query(primary.clone()).await.map_err(ApiError::from)
             }
             (outcome, _) => outcome.map_err(ApiError::from),
-        }
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(err: DbError) -> Self {
-        match err {
-            DbError::Unavailable(cause) => ApiError::Unavailable(cause),
-            DbError::UniqueViolation => {
-                ApiError::Conflict("a result with this exam_year and roll_number exists".into())
-            }
-            DbError::NoPartition => {
-                ApiError::Internal("no partition (caller should name the year)".into())
-            }
-            DbError::Other(cause) => ApiError::Internal(cause),
         }
     }
 }

@@ -2,64 +2,52 @@
 //! Public; served from a replica; `ETag` and `If-None-Match` supported.
 
 use warp::filters::BoxedFilter;
-use warp::http::{header, Method, StatusCode};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{etag, respond, result_reply};
+use super::{etag, respond, result_key, result_reply, with_state, Function, RESULT};
+use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::http::allow;
+use crate::http::raw_header;
 use crate::model::ResultKey;
 use crate::state::AppState;
 
-/// Route template (the `http_route` label).
-pub const ROUTE: &str = super::ITEM_ROUTE;
-/// Methods this route accepts.
-pub const ALLOWED: &str = "GET";
+/// The get-result function.
+pub const FUNCTION: Function = Function {
+    name: "get-result",
+    access: Access::Read,
+    auth: Auth::Public,
+    method: &Method::GET,
+    route: RESULT,
+    routes,
+};
 
 /// GET /results/{exam_year}/{roll_number}
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    warp::path!("results" / String / String)
-        .and(warp::method())
-        .and(warp::header::optional::<String>(
-            header::IF_NONE_MATCH.as_str(),
-        ))
-        .and(warp::any().map(move || state.clone()))
-        .then(
-            |year: String,
-             roll: String,
-             method: Method,
-             if_none_match: Option<String>,
-             state: AppState| async move {
-                respond(get_result(year, roll, method, if_none_match, state).await)
-            },
-        )
+    FUNCTION
+        .route
+        .filter()
+        .and(FUNCTION.allowed())
+        .and(result_key(state.years))
+        .and(raw_header(header::IF_NONE_MATCH.as_str()))
+        .and(with_state(state))
+        .then(get_result)
+        .map(respond)
         .boxed()
 }
 
 async fn get_result(
-    year: String,
-    roll: String,
-    method: Method,
-    if_none_match: Option<String>,
+    key: ResultKey,
+    if_none_match: Option<HeaderValue>,
     state: AppState,
 ) -> Result<Response, ApiError> {
-    allow(&method, ALLOWED)?;
-    let key = ResultKey::from_path(&year, &roll, state.years)?;
     let result = state
         .read(|db| async move { db.get(key).await })
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no result for roll number {} in {}",
-                key.roll_number, key.exam_year
-            ))
-        })?;
+        .ok_or(ApiError::NoResult(key))?;
     let tag = etag(&result);
-    if if_none_match
-        .as_deref()
-        .is_some_and(|header| matches_etag(header, &tag))
-    {
+    if if_none_match.is_some_and(|header| matches_etag(header.as_bytes(), &tag)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(value) = tag.parse() {
             response.headers_mut().insert(header::ETAG, value);
@@ -69,12 +57,13 @@ async fn get_result(
     Ok(result_reply(&result, StatusCode::OK))
 }
 
-/// `If-None-Match` uses weak comparison: `W/` prefixes are ignored, `*` matches.
-fn matches_etag(header: &str, tag: &str) -> bool {
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+/// `If-None-Match` uses weak comparison: `W/` prefixes are ignored, `*`
+/// matches. Compared as bytes: a value that is not ASCII (RFC 9110 allows
+/// obs-text in entity tags) simply matches none of ours.
+fn matches_etag(header: &[u8], tag: &str) -> bool {
+    header.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|candidate| {
+        candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == tag.as_bytes()
+    })
 }
 
 #[cfg(test)]
@@ -84,9 +73,10 @@ mod tests {
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
         let tag = "\"00ff\"";
-        assert!(matches_etag("\"00ff\"", tag));
-        assert!(matches_etag("\"aaaa\", W/\"00ff\"", tag));
-        assert!(matches_etag("*", tag));
-        assert!(!matches_etag("\"aaaa\"", tag));
+        assert!(matches_etag(b"\"00ff\"", tag));
+        assert!(matches_etag(b"\"aaaa\", W/\"00ff\"", tag));
+        assert!(matches_etag(b"*", tag));
+        assert!(!matches_etag(b"\"aaaa\"", tag));
+        assert!(!matches_etag(b"\"\xff\"", tag));
     }
 }

@@ -3,32 +3,36 @@
 //! read function with a fallback, either the replica or the primary).
 
 use warp::filters::BoxedFilter;
-use warp::http::{Method, StatusCode};
+use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::respond;
-use crate::http::allow;
+use super::{allow_header, with_state};
+use crate::error::ApiError;
+use crate::http::allowed;
+use crate::route::Route;
 use crate::state::AppState;
+
+/// Liveness.
+pub const HEALTHZ: Route = Route::new("/healthz");
+/// Readiness.
+pub const READYZ: Route = Route::new("/readyz");
 
 /// Both probe routes.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let healthz = warp::path!("healthz")
-        .and(warp::method())
-        .map(|method: Method| {
-            respond(allow(&method, "GET").map(|()| status_reply("ok", StatusCode::OK)))
-        });
-    let readyz = warp::path!("readyz")
-        .and(warp::method())
-        .and(warp::any().map(move || state.clone()))
+    let healthz = HEALTHZ
+        .filter()
+        .and(allowed(Method::GET, allow_header(HEALTHZ)))
+        .map(|| status_reply("ok"));
+    let readyz = READYZ
+        .filter()
+        .and(allowed(Method::GET, allow_header(READYZ)))
+        .and(with_state(state))
         .then(readyz);
     healthz.or(readyz).unify().boxed()
 }
 
-async fn readyz(method: Method, state: AppState) -> Response {
-    if let Err(err) = allow(&method, "GET") {
-        return err.into_response();
-    }
+async fn readyz(state: AppState) -> Response {
     // A read function with a fallback can serve while its replica is down,
     // so it stays ready as long as either database answers.
     let outcome = match (state.db.ping().await, &state.fallback) {
@@ -36,15 +40,11 @@ async fn readyz(method: Method, state: AppState) -> Response {
         (outcome, _) => outcome,
     };
     match outcome {
-        Ok(()) => status_reply("ready", StatusCode::OK),
-        Err(err) => crate::error::ApiError::from(err).into_response(),
+        Ok(()) => status_reply("ready"),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
-fn status_reply(status: &str, code: StatusCode) -> Response {
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({ "status": status })),
-        code,
-    )
-    .into_response()
+fn status_reply(status: &str) -> Response {
+    warp::reply::json(&serde_json::json!({ "status": status })).into_response()
 }

@@ -1,51 +1,60 @@
 //! `GET /results?exam_year=Y&after=R&limit=N`: keyset pagination by roll
-//! number within one exam year. Public; served from a replica.
+//! number within one exam year. Read token (bulk listing is for staff and
+//! institutions, not the public); served from a replica.
 
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Rejection, Reply};
 
-use super::respond;
+use super::{respond, with_state, Function, RESULTS};
+use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::http::allow;
-use crate::model::{ListQuery, Page};
+use crate::http::authorized_reader;
+use crate::model::{ListQuery, Page, YearRange};
 use crate::state::AppState;
 
-/// Route template (the `http_route` label).
-pub const ROUTE: &str = super::COLLECTION_ROUTE;
-/// Methods this route accepts.
-pub const ALLOWED: &str = "GET";
+/// The list-results function.
+pub const FUNCTION: Function = Function {
+    name: "list-results",
+    access: Access::Read,
+    auth: Auth::ReadToken,
+    method: &Method::GET,
+    route: RESULTS,
+    routes,
+};
 
 /// GET /results?exam_year=Y&after=R&limit=N
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    warp::path("results")
-        .and(warp::path::end())
-        .and(warp::method())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::any().map(move || state.clone()))
-        .then(
-            |method: Method, query: String, state: AppState| async move {
-                respond(list_results(method, query, state).await)
-            },
-        )
+    FUNCTION
+        .route
+        .filter()
+        .and(FUNCTION.allowed())
+        .and(authorized_reader(&state))
+        .and(list_query(state.years))
+        .and(with_state(state))
+        .then(list_results)
+        .map(respond)
         .boxed()
 }
 
-async fn list_results(
-    method: Method,
-    raw_query: String,
-    state: AppState,
-) -> Result<Response, ApiError> {
-    allow(&method, ALLOWED)?;
-    let query = ListQuery::parse(&raw_query, state.years)?;
+/// The validated query string: 400 if malformed, unknown or repeated, 422 if out of range.
+fn list_query(years: YearRange) -> impl Filter<Extract = (ListQuery,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(move |raw: String| {
+            let query = ListQuery::parse(&raw, years).map_err(Rejection::from);
+            async move { query }
+        })
+}
+
+async fn list_results(query: ListQuery, state: AppState) -> Result<Response, ApiError> {
     let (items, more) = state.read(|db| async move { db.list(query).await }).await?;
     let next_after = if more {
         items.last().map(|r| r.roll_number)
     } else {
         None
     };
-    Ok(warp::reply::Reply::into_response(warp::reply::json(
-        &Page { items, next_after },
-    )))
+    Ok(warp::reply::json(&Page { items, next_after }).into_response())
 }

@@ -1,44 +1,151 @@
-//! The five operations, one module each: a route filter and its handler.
+//! The operations, one module each, and the health probes.
 //!
-//! Each module exposes `ROUTE` (the template used as the `http_route` label),
-//! `ALLOWED` (methods for the `Allow` header) and `routes(state)`, the warp
-//! filter that a function binary serves. Handlers return domain errors as
-//! replies, never as rejections, so one route's error never falls through to
-//! another branch (warp #77).
+//! Each operation module exposes `FUNCTION`, its [`Function`]: name, access,
+//! auth, method, route and `routes(state)`, the warp filter its binary
+//! serves. `functions/<name>/src/main.rs` is `server::run(<module>::FUNCTION)`
+//! and the integration tests use the same values. [`ALL`] is made from the
+//! module list below, and a test (`tests/api/manifest.rs`) holds it equal to
+//! `knative/exam-results/functions.yaml`, the one list of the functions.
+//!
+//! A route is composed of typed filters, in this order: the path
+//! ([`Route::filter`], 404), the method ([`Function::allowed`], 405), the
+//! token ([`authorized_writer`](crate::http::authorized_writer), 401), the
+//! path values ([`result_key`], 400/404/422), the body
+//! ([`json_body`](crate::http::json_body), 415/413/400/422), then the
+//! handler, which takes only its domain inputs and returns domain errors as
+//! replies, never as rejections, so they never fall through to another
+//! branch (warp #77).
 
-pub mod create_result;
-pub mod delete_result;
-pub mod get_result;
-pub mod health;
-pub mod list_results;
-pub mod update_result;
+use std::convert::Infallible;
+use std::sync::OnceLock;
 
-use warp::http::StatusCode;
+use warp::filters::BoxedFilter;
+use warp::http::{Method, StatusCode};
 use warp::reply::Response;
-use warp::Reply;
+use warp::{Filter, Rejection, Reply};
 
+use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::model::ExamResult;
+use crate::http;
+use crate::model::{ExamResult, ResultKey, YearRange};
+use crate::route::Route;
+use crate::state::AppState;
 
-/// The template of `/results/{exam_year}/{roll_number}`.
-pub const ITEM_ROUTE: &str = "/results/{exam_year}/{roll_number}";
-/// The template of `/results`.
-pub const COLLECTION_ROUTE: &str = "/results";
+pub mod health;
 
-/// Maps a request path to its route template for labels (never the raw path).
-pub fn classify(path: &str) -> &'static str {
-    match path {
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/results" | "/results/" => COLLECTION_ROUTE,
-        _ => {
-            let mut parts = path.trim_start_matches('/').split('/');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some("results"), Some(_), Some(_), None) => ITEM_ROUTE,
-                _ => "unmatched",
+/// Declares the operation modules and [`ALL`], their functions, from one list.
+macro_rules! operations {
+    ($($module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Every function, one per operation module.
+        pub const ALL: &[Function] = &[$($module::FUNCTION),+];
+    };
+}
+
+operations!(
+    create_result,
+    get_result,
+    list_results,
+    update_result,
+    delete_result
+);
+
+/// One result: `/results/{exam_year}/{roll_number}`.
+pub const RESULT: Route = Route::new("/results/{exam_year}/{roll_number}");
+/// The collection of results: `/results`.
+pub const RESULTS: Route = Route::new("/results");
+
+/// One function: its own binary and Knative Service. Its fields are the ones
+/// of its entry in `knative/exam-results/functions.yaml`.
+#[derive(Clone, Copy)]
+pub struct Function {
+    /// The binary and Knative Service name, e.g. `get-result`.
+    pub name: &'static str,
+    /// Which database serves it: a replica (read) or the primary (write).
+    pub access: Access,
+    /// Which bearer token it requires, if any.
+    pub auth: Auth,
+    /// Its one HTTP method (`HEAD` is also accepted where this is `GET`).
+    pub method: &'static Method,
+    /// Its route template.
+    pub route: Route,
+    /// Builds its warp filter.
+    pub routes: fn(AppState) -> BoxedFilter<(Response,)>,
+}
+
+impl Function {
+    /// The routes this function's binary answers: its own and the probes
+    /// (what a request is labelled with).
+    pub fn served_routes(&self) -> [Route; 3] {
+        [self.route, health::HEALTHZ, health::READYZ]
+    }
+
+    /// 405 unless the request uses this function's method; `Allow` lists
+    /// every method any function has on this route (see [`allow_header`]).
+    pub fn allowed(&self) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+        http::allowed(self.method.clone(), allow_header(self.route))
+    }
+}
+
+/// The `Allow` value of a route: the methods of every function in [`ALL`]
+/// on it, in that order, with `HEAD` after `GET`; `GET, HEAD` for a route
+/// no function has (the probes).
+pub fn allow_header(route: Route) -> &'static str {
+    static TABLE: OnceLock<Vec<(Route, String)>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table: Vec<(Route, String)> = Vec::new();
+        for function in ALL {
+            let methods = match table.iter_mut().find(|(r, _)| *r == function.route) {
+                Some((_, methods)) => methods,
+                None => {
+                    table.push((function.route, String::new()));
+                    &mut table.last_mut().expect("just pushed").1
+                }
+            };
+            for method in std::iter::once(function.method.as_str())
+                .chain((*function.method == Method::GET).then_some("HEAD"))
+            {
+                if !methods.split(", ").any(|m| m == method) {
+                    if !methods.is_empty() {
+                        methods.push_str(", ");
+                    }
+                    methods.push_str(method);
+                }
             }
         }
-    }
+        table
+    });
+    table
+        .iter()
+        .find(|(r, _)| *r == route)
+        .map_or("GET, HEAD", |(_, methods)| methods.as_str())
+}
+
+/// The application state, for a handler.
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The [`ResultKey`] in the path of [`RESULT`]: 400 if a value is not a
+/// number, 404 if it is not written canonically (sign, leading zeros), 422
+/// if out of range; 400 if the URL has a query string.
+pub fn result_key(
+    years: YearRange,
+) -> impl Filter<Extract = (ResultKey,), Error = Rejection> + Clone {
+    http::no_query()
+        .and(warp::path::full())
+        .and_then(move |path: warp::path::FullPath| {
+            let key = match RESULT.params::<2>(path.as_str()) {
+                Some([year, roll]) => {
+                    ResultKey::from_path(year, roll, years).map_err(Rejection::from)
+                }
+                None => Err(warp::reject::not_found()),
+            };
+            async move { key }
+        })
 }
 
 /// Collapses a handler's outcome into a response.
@@ -76,14 +183,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_map_to_bounded_route_templates() {
-        assert_eq!(classify("/results/2024/1"), ITEM_ROUTE);
-        assert_eq!(classify("/results/anything/else"), ITEM_ROUTE);
-        assert_eq!(classify("/results"), COLLECTION_ROUTE);
-        assert_eq!(classify("/results/2024"), "unmatched");
-        assert_eq!(classify("/results/2024/1/x"), "unmatched");
-        assert_eq!(classify("/admin"), "unmatched");
-        assert_eq!(classify("/healthz"), "/healthz");
+    fn allow_lists_every_method_a_route_has_across_the_functions() {
+        for function in ALL {
+            let allow = allow_header(function.route);
+            assert!(
+                allow.split(", ").any(|m| m == function.method.as_str()),
+                "{allow}"
+            );
+        }
+        assert_eq!(allow_header(health::HEALTHZ), "GET, HEAD");
     }
 
     #[test]

@@ -1,62 +1,71 @@
 //! The published API description matches what the code does.
 
-use exam_results::error::ERROR_CODES;
-use exam_results::operations::{
-    create_result, delete_result, get_result, list_results, update_result,
-};
+use std::collections::BTreeSet;
 
-fn openapi() -> String {
-    std::fs::read_to_string(crate::support::repo_root().join("docs/openapi.yaml")).unwrap()
+use exam_results::error::ERROR_CODES;
+use exam_results::operations::ALL;
+use exam_results::Auth;
+use serde_norway::Value;
+
+fn openapi() -> Value {
+    let text =
+        std::fs::read_to_string(crate::support::repo_root().join("docs/openapi.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
 }
 
 #[test]
 fn openapi_lists_every_error_code_and_no_other() {
     let spec = openapi();
-    let enum_line = spec
-        .lines()
-        .skip_while(|l| !l.contains("code:"))
-        .skip_while(|l| !l.contains("enum:"))
-        .take_while(|l| !l.contains("message:"))
-        .collect::<String>();
-    for code in ERROR_CODES {
-        assert!(
-            enum_line.contains(code),
-            "docs/openapi.yaml does not list `{code}`"
-        );
-    }
-    let listed = enum_line.matches(',').count() + 1;
-    assert_eq!(
-        listed,
-        ERROR_CODES.len(),
-        "the enum lists codes the code does not have: {enum_line}"
-    );
+    let listed: BTreeSet<&str> = spec["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_sequence()
+        .expect("the Error schema enumerates its codes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(listed, ERROR_CODES.into_iter().collect::<BTreeSet<_>>());
 }
 
 #[test]
-fn openapi_describes_every_functions_route_and_method() {
+fn openapi_describes_every_functions_route_method_and_token() {
     let spec = openapi();
-    for (route, method) in [
-        (create_result::ROUTE, create_result::ALLOWED),
-        (get_result::ROUTE, get_result::ALLOWED),
-        (list_results::ROUTE, list_results::ALLOWED),
-        (update_result::ROUTE, update_result::ALLOWED),
-        (delete_result::ROUTE, delete_result::ALLOWED),
-    ] {
-        let section: String = spec
-            .lines()
-            .skip_while(|l| l.trim_end() != format!("  {route}:"))
-            .skip(1)
-            .take_while(|l| l.starts_with("    ") || l.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n");
+    for function in ALL {
+        let route = function.route.template();
+        let method = function.method.as_str().to_lowercase();
+        let operation = &spec["paths"][route][method.as_str()];
         assert!(
-            !section.is_empty(),
-            "docs/openapi.yaml has no path `{route}`"
+            operation.is_mapping(),
+            "`{} {route}` ({}) is not documented",
+            function.method,
+            function.name
         );
-        let verb = format!("    {}:", method.to_lowercase());
-        assert!(
-            section.lines().any(|l| l == verb),
-            "`{method} {route}` is not documented"
+        let scheme = match function.auth {
+            Auth::Public => None,
+            Auth::ReadToken => Some("readToken"),
+            Auth::WriteToken => Some("writeToken"),
+        };
+        let documented = operation["security"].as_sequence().map(|list| {
+            list.iter()
+                .filter_map(|s| s.as_mapping()?.keys().next()?.as_str())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            documented,
+            scheme.map(|s| vec![s]),
+            "security of {} in docs/openapi.yaml",
+            function.name
         );
+        assert_eq!(
+            operation["responses"]["401"].is_mapping(),
+            scheme.is_some(),
+            "a 401 is documented exactly where a token is required ({})",
+            function.name
+        );
+        if let Some(scheme) = scheme {
+            assert!(
+                spec["components"]["securitySchemes"][scheme].is_mapping(),
+                "security scheme {scheme} is not defined"
+            );
+        }
     }
 }

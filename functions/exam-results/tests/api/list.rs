@@ -64,7 +64,7 @@ async fn list_defaults_to_one_hundred_items() {
 #[tokio::test]
 async fn list_requires_exam_year_and_caps_limit() {
     let app = spawn(LIST).await;
-    let missing = app.send(app.client.get(app.url("/results"))).await;
+    let missing = app.list("").await;
     assert_eq!((missing.status, missing.error_code()), (400, "bad_request"));
     let too_big = app.list("exam_year=2024&limit=1001").await;
     assert_eq!(

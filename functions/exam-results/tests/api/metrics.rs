@@ -18,7 +18,7 @@ async fn metrics_are_served_on_their_own_port_with_a_real_histogram() {
                 "DATABASE_URL".to_string(),
                 shared_cluster().pooled_url(&app.database),
             )],
-            exam_results::Access::Read,
+            exam_results::Auth::Public,
         )
         .unwrap(),
     );

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use exam_results::config::{Access, Config};
+use exam_results::config::Config;
 use exam_results::operations::{
     create_result, delete_result, get_result, list_results, update_result,
 };
@@ -25,36 +25,14 @@ use tokio_postgres::NoTls;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
-pub const CREATE: Function = Function {
-    name: "create-result",
-    access: Access::Write,
-    route: create_result::ROUTE,
-    routes: create_result::routes,
-};
-pub const GET: Function = Function {
-    name: "get-result",
-    access: Access::Read,
-    route: get_result::ROUTE,
-    routes: get_result::routes,
-};
-pub const LIST: Function = Function {
-    name: "list-results",
-    access: Access::Read,
-    route: list_results::ROUTE,
-    routes: list_results::routes,
-};
-pub const UPDATE: Function = Function {
-    name: "update-result",
-    access: Access::Write,
-    route: update_result::ROUTE,
-    routes: update_result::routes,
-};
-pub const DELETE: Function = Function {
-    name: "delete-result",
-    access: Access::Write,
-    route: delete_result::ROUTE,
-    routes: delete_result::routes,
-};
+/// Where a read token is required (list-results): one of `READ_TOKENS`.
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
+
+pub const CREATE: Function = create_result::FUNCTION;
+pub const GET: Function = get_result::FUNCTION;
+pub const LIST: Function = list_results::FUNCTION;
+pub const UPDATE: Function = update_result::FUNCTION;
+pub const DELETE: Function = delete_result::FUNCTION;
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -548,6 +526,7 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
             "WRITE_TOKENS".into(),
             format!("{TOKEN},another-token-0123456789"),
         ),
+        ("READ_TOKENS".into(), READ_TOKEN.into()),
         ("DATABASE_POOL_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_CONNECT_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_STATEMENT_TIMEOUT_MS".into(), "1500".into()),
@@ -560,7 +539,7 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v)),
     );
-    let config = Config::from_iter(env, function.access).expect("test configuration is valid");
+    let config = Config::from_iter(env, function.auth).expect("test configuration is valid");
     let state = AppState::from_config(&config);
     exam_results::server::spawn_replica_lag_probe(&state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -647,9 +626,14 @@ impl TestApp {
         .await
     }
 
+    /// GET /results?{query} with the read token.
     pub async fn list(&self, query: &str) -> Reply {
-        self.send(self.client.get(self.url(&format!("/results?{query}"))))
-            .await
+        self.send(
+            self.client
+                .get(self.url(&format!("/results?{query}")))
+                .header("authorization", format!("Bearer {READ_TOKEN}")),
+        )
+        .await
     }
 
     pub async fn put_marks(&self, year: i32, roll: i64, marks: Value) -> Reply {
