@@ -155,16 +155,18 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                         ready_timeout=args.ready_timeout, route_timeout=args.route_timeout)
     cluster = _cluster(args)
     token = os.environ.get("PROMOTE_SMOKE_WRITE_TOKEN") or None
+    read_token = os.environ.get("PROMOTE_SMOKE_READ_TOKEN") or None
     seed = f"{args.function}-{args.suffix}"
     stable = _stable_urls(cluster, args.function) if not (args.no_smoke and args.no_synthetic_load) else {}
     smoke = None
     if not args.no_smoke:
         smoke = make_smoke_test(args.function, seed, stable, SmokeConfig(exam_year=args.smoke_exam_year,
-                                                                          write_token=token))
+                                                                          write_token=token, read_token=read_token))
     load = None
     if not args.no_synthetic_load:
         load = HttpLoad(manifest.function(args.function), stable,
-                        LoadConfig(exam_year=args.smoke_exam_year, token=token, max_rate=args.synthetic_max_rate),
+                        LoadConfig(exam_year=args.smoke_exam_year, token=token, read_token=read_token,
+                                   max_rate=args.synthetic_max_rate),
                         seed=seed)
     report = Rollout(cfg, cluster, _prometheus(args), RealClock(), smoke, load).run()
     gates = (f"error ratio ≤ {args.max_error_ratio:g}, p99 ≤ {args.max_p99_seconds:g}s over {args.window}, "

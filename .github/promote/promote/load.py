@@ -68,8 +68,10 @@ class LoadDriver(Protocol):
 @dataclass(frozen=True)
 class LoadConfig:
     exam_year: int
-    #: ``Authorization`` token of the write functions (and list-results)
+    #: bearer token the write functions accept
     token: Optional[str] = None
+    #: bearer token of the functions whose manifest entry says ``auth: read-token``
+    read_token: Optional[str] = None
     max_rate: float = 2.0
     max_requests: int = 2000
     timeout: float = 5.0
@@ -122,18 +124,22 @@ class HttpLoad:
         return self._stats
 
     # -- the requests ------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, auth: str) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        if self.cfg.token:
-            headers["Authorization"] = f"Bearer {self.cfg.token}"
+        token = {"write-token": self.cfg.token, "read-token": self.cfg.read_token}.get(auth)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         return headers
 
     def _item(self, roll: int) -> str:
         return f"/results/{self.cfg.exam_year}/{roll}"
 
-    def _send(self, method: str, url: str, body: Optional[dict] = None, count: bool = True) -> Optional[int]:
+    def _send(self, method: str, url: str, body: Optional[dict] = None, count: bool = True,
+              auth: Optional[str] = None) -> Optional[int]:
+        """One request; ``auth`` is the token class (default: the candidate's own)."""
+        headers = self._headers(auth or self.function.auth)
         try:
-            resp = self.session.request(method, url, json=body, headers=self._headers(), timeout=self.cfg.timeout)
+            resp = self.session.request(method, url, json=body, headers=headers, timeout=self.cfg.timeout)
             status: Optional[int] = resp.status_code
         except requests.RequestException:
             status = None
@@ -149,7 +155,7 @@ class HttpLoad:
         if url is None:
             return None
         body = {"roll_number": roll, "exam_year": self.cfg.exam_year, "marks": 40}
-        if self._send("POST", url.rstrip("/") + "/results", body, count=False) in (200, 201):
+        if self._send("POST", url.rstrip("/") + "/results", body, count=False, auth="write-token") in (200, 201):
             self._created.append(roll)
             return roll
         return None
@@ -194,7 +200,8 @@ class HttpLoad:
     def _cleanup(self) -> None:
         url = self.stable.get("delete-result")
         for roll in list(self._created):
-            if url and self._send("DELETE", url.rstrip("/") + self._item(roll), count=False) in (200, 204, 404):
+            if url and self._send("DELETE", url.rstrip("/") + self._item(roll), count=False,
+                                  auth="write-token") in (200, 204, 404):
                 self._created.remove(roll)
         if self._created:
             log.warning("%s: synthetic rows left in %s: %s", self.function.name, self.cfg.exam_year, self._created)

@@ -29,6 +29,8 @@ class Function:
     access: str
     method: str
     route: str
+    #: ``public``, ``read-token`` or ``write-token``: which token a request needs.
+    auth: str = "public"
 
 
 def load(path: Path | str | None = None) -> tuple[Function, ...]:
@@ -42,11 +44,13 @@ def load(path: Path | str | None = None) -> tuple[Function, ...]:
     for entry in entries:
         try:
             fn = Function(name=entry["name"], key=entry["key"], access=entry["access"],
-                          method=entry["method"], route=entry["route"])
+                          method=entry["method"], route=entry["route"], auth=entry.get("auth", "public"))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: entry {entry!r} lacks {exc}") from exc
         if fn.access not in ("read", "write"):
             raise ValueError(f"{path}: {fn.name}: access must be read or write, got {fn.access!r}")
+        if fn.auth not in ("public", "read-token", "write-token"):
+            raise ValueError(f"{path}: {fn.name}: auth must be public, read-token or write-token, got {fn.auth!r}")
         out.append(fn)
     names = [f.name for f in out]
     if len(set(names)) != len(names):

@@ -35,6 +35,8 @@ StableUrls = dict[str, str]
 class SmokeConfig:
     exam_year: int = SMOKE_EXAM_YEAR
     write_token: Optional[str] = None
+    #: the token of functions whose manifest entry says ``auth: read-token`` (list-results)
+    read_token: Optional[str] = None
     timeout: float = 10.0
     #: Reads go to a streaming replica: a read-back retries this often, one
     #: ``retry_delay`` apart, before it counts as failed.
@@ -76,10 +78,12 @@ class _Checker:
         self.problems.append(f"{what}: GET {url} after {self.cfg.read_attempts} attempts: {last}")
 
     def call(self, what: str, method: str, url: str, expect: tuple[int, ...], *, json_body=None,
-             auth: bool = False, expect_code: Optional[str] = None) -> Optional[requests.Response]:
+             auth: bool = False, read_auth: bool = False,
+             expect_code: Optional[str] = None) -> Optional[requests.Response]:
         headers = {"Accept": "application/json"}
-        if auth and self.cfg.write_token:
-            headers["Authorization"] = f"Bearer {self.cfg.write_token}"
+        token = self.cfg.write_token if auth else self.cfg.read_token if read_auth else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             resp = self.s.request(method, url, json=json_body, headers=headers, timeout=self.cfg.timeout)
         except requests.RequestException as exc:
@@ -132,8 +136,10 @@ def make_smoke_test(function: str, revision: str, stable: StableUrls, cfg: Smoke
                    expect_code="not_found")
             return c.problems
         if function == "list-results":
+            if not cfg.read_token:
+                return ["list-results smoke test needs a read token (PROMOTE_SMOKE_READ_TOKEN)"]
             resp = c.call("list", "GET", url("list-results", f"/results?exam_year={year}&limit=1"), (200,),
-                          auth=True)
+                          read_auth=True)
             if resp is not None:
                 try:
                     resp.json()

@@ -100,6 +100,17 @@ def test_a_delete_load_deletes_rows_it_created_just_before(functions):
     assert server.rows == set()
 
 
+def test_a_list_load_sends_the_read_token_not_the_write_token(functions):
+    url, server = functions
+    load = HttpLoad(function("list-results"), {}, LoadConfig(exam_year=2099, token="wr1te", read_token="r3ad",
+                                                               max_rate=20, max_requests=3), seed="list-results-x")
+    load.start(url, rate=20, seconds=1)
+    time.sleep(0.4)
+    stats = load.stop()
+    assert stats.sent == 3 and stats.failed == 0
+    assert {(m, p, a) for m, p, a, _ in server.seen} == {("GET", "/results?exam_year=2099&limit=1", "Bearer r3ad")}
+
+
 def test_a_read_load_looks_up_a_missing_roll_number_and_never_writes(functions):
     url, server = functions
     stats, _ = _drive(url, "get-result", rate=20, seconds=0.3)

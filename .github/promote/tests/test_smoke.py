@@ -17,6 +17,7 @@ import pytest
 from promote.smoke import SmokeConfig, make_smoke_test, smoke_roll_number
 
 TOKEN = "smoke-token"
+READ_TOKEN = "smoke-read-token"
 ROUTE = {"create-result": "POST", "get-result": "GET", "list-results": "GET", "update-result": "PUT",
          "delete-result": "DELETE"}
 
@@ -56,7 +57,10 @@ def make_server(function: str, store: Store, fault: str = "") -> ThreadingHTTPSe
                 return self.error(500, "internal_error")
             if self.command != ROUTE[function]:
                 return self.error(405, "method_not_allowed")
-            if function != "get-result" and function != "list-results":
+            if function == "list-results":  # read token only, as the real function
+                if self.headers.get("Authorization") != f"Bearer {READ_TOKEN}":
+                    return self.error(401, "unauthorized")
+            elif function != "get-result":
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     return self.error(401, "unauthorized")
             length = int(self.headers.get("Content-Length") or 0)
@@ -118,7 +122,8 @@ def stable(api, store) -> dict[str, str]:
     return {fn: api(fn, store) for fn in ROUTE}
 
 
-CFG = SmokeConfig(exam_year=2099, write_token=TOKEN, timeout=5, read_attempts=5, retry_delay=0)
+CFG = SmokeConfig(exam_year=2099, write_token=TOKEN, read_token=READ_TOKEN, timeout=5, read_attempts=5,
+                  retry_delay=0)
 
 
 @pytest.mark.parametrize("function", list(ROUTE))
@@ -166,6 +171,14 @@ def test_write_smoke_tests_need_a_token(api):
     problems = make_smoke_test("delete-result", "delete-result-abc1234", stable(api, store), cfg)(
         api("delete-result", store))
     assert problems == ["write function smoke test needs a write token (PROMOTE_SMOKE_WRITE_TOKEN)"]
+
+
+def test_the_list_smoke_test_needs_a_read_token(api):
+    store = Store()
+    cfg = SmokeConfig(exam_year=2099, write_token=TOKEN, read_token=None)
+    problems = make_smoke_test("list-results", "list-results-abc1234", stable(api, store), cfg)(
+        api("list-results", store))
+    assert problems == ["list-results smoke test needs a read token (PROMOTE_SMOKE_READ_TOKEN)"]
 
 
 def test_the_smoke_roll_number_is_stable_per_revision_and_valid():
