@@ -73,18 +73,18 @@ export GOTOOLCHAIN ?= local
 .PHONY: plan
 plan: deps ## Results-day plan for the chart's values: summary, table and chart in knative/planner/out/ (PLAN_ARGS="-set k=v -p peak=9000 ...")
 	$(GO_OK)
-	cd knative && $(GO) run ./planner/cmd/plan $(PLAN_ARGS)
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan $(PLAN_ARGS)
 
 .PHONY: plan-recommend
 plan-recommend: deps ## Search get-result's knobs for the cheapest setting that meets the objective (a few minutes)
 	$(GO_OK)
-	cd knative && $(GO) run ./planner/cmd/plan -q -recommend $(PLAN_ARGS)
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan -q -recommend $(PLAN_ARGS)
 
 .PHONY: plan-validate
 plan-validate: deps ## One pod of the planner's model vs a `make bench` sweep (BENCH_JSON, default the newest bench-results/*.json)
 	$(GO_OK)
 	@test -n "$(BENCH_JSON)" || { echo "no bench-results/*.json: run make bench (sweep scenario) or set BENCH_JSON" >&2; exit 1; }
-	cd knative && $(GO) run ./planner/cmd/plan -validate $(abspath $(BENCH_JSON)) -capacity $(abspath knative/planner/capacity.json)
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan -validate $(abspath $(BENCH_JSON)) -capacity $(abspath knative/planner/capacity.json)
 
 ##@ Tests
 

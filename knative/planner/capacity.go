@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // SweepPoint is one point of the benchmark's per-instance capacity sweep:
@@ -236,4 +238,65 @@ func (m *PodModel) locate(c float64) (int, float64) {
 		}
 	}
 	return len(m.pts) - 1, -1
+}
+
+// ExtractCapacity writes the fields the planner reads from a `make bench`
+// results JSON (the capacity sweeps, the point-read pgbench runs and the
+// machine table) to out, so that a run can become the committed
+// capacity.json without copying numbers by hand.
+func ExtractCapacity(benchJSON, out string) error {
+	raw, err := os.ReadFile(benchJSON)
+	if err != nil {
+		return err
+	}
+	var in map[string]any
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return fmt.Errorf("%s: %w", benchJSON, err)
+	}
+	if _, err := LoadCapacity(benchJSON); err != nil {
+		return err
+	}
+	keep := func(m map[string]any, keys ...string) map[string]any {
+		o := map[string]any{}
+		for _, k := range keys {
+			if v, ok := m[k]; ok {
+				o[k] = v
+			}
+		}
+		return o
+	}
+	sweepIn, _ := in["sweep"].(map[string]any)
+	sweep := map[string]any{"best_pool": sweepIn["best_pool"]}
+	for name, v := range sweepIn {
+		pts, ok := v.([]any)
+		if !ok || name == "pools" {
+			continue
+		}
+		var outPts []any
+		for _, p := range pts {
+			if m, ok := p.(map[string]any); ok {
+				outPts = append(outPts, keep(m, "concurrency", "rps", "other_pass_rps", "p50_ms", "p99_ms", "errors", "pool", "function_cpu"))
+			}
+		}
+		sweep[name] = outPts
+	}
+	var points []any
+	pointIn, _ := in["point"].([]any)
+	for _, p := range pointIn {
+		if m, ok := p.(map[string]any); ok {
+			pb, _ := m["pgbouncer"].(map[string]any)
+			points = append(points, map[string]any{"connections": m["connections"], "pgbouncer": keep(pb, "rps", "p50_ms", "p99_ms", "errors")})
+		}
+	}
+	doc := map[string]any{
+		"source":  "make bench run " + strings.TrimSuffix(filepath.Base(benchJSON), ".json") + " (bench-results/" + filepath.Base(benchJSON) + ": sweep, point and machine fields)",
+		"machine": in["machine"],
+		"sweep":   sweep,
+		"point":   points,
+	}
+	b, err := json.MarshalIndent(doc, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, append(b, '\n'), 0o644)
 }

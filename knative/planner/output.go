@@ -72,8 +72,12 @@ func PrintSummary(w io.Writer, res *Result, rel *Release, obj Objective) {
 			count(s.Requests), count(s.PeakDemand), count(s.Served), count(s.Refused), count(s.TimedOut))
 		fmt.Fprintf(w, "  latency p50 %.1f ms, p99 %.1f ms; worst minute p99 %.1f ms (minute %d)\n",
 			s.P50Ms, s.P99Ms, s.WorstMinuteP99Ms, s.WorstMinute)
-		fmt.Fprintf(w, "  pods ready max %d (desired max %d), %.1f pod-hours; longest queue %s\n",
-			s.MaxPodsReady, s.MaxPodsDesired, s.PodSeconds/3600, count(s.MaxQueue))
+		cpu := "uncapped"
+		if s.PodCPU > 0 {
+			cpu = fmt.Sprintf("%g cores", s.PodCPU)
+		}
+		fmt.Fprintf(w, "  pods ready max %d (desired max %d), %.1f pod-hours at %s per pod; longest queue %s\n",
+			s.MaxPodsReady, s.MaxPodsDesired, s.PodSeconds/3600, cpu, count(s.MaxQueue))
 	}
 	var any *Summary
 	for _, s := range res.Summary {

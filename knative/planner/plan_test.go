@@ -239,3 +239,37 @@ func TestSetLineRendersTheSimulatedAnnotations(t *testing.T) {
 		t.Errorf("decider from the render %+v, simulated %+v", got.Functions["get-result"].Decider.Spec, want.Decider.Spec)
 	}
 }
+
+// Past what the database serves (pgbench's limit per replica x replicas),
+// more pods add no throughput: requests queue, time out, and the pods'
+// in-flight count (which the autoscaler reads) climbs to max-scale.
+func TestDatabaseSaturationShowsAsQueueing(t *testing.T) {
+	f := setup(t)
+	rel, err := LoadRelease(context.Background(), f.root, nil, nil, f.cluster.Autoscaler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbCap := f.capacity.DBInstanceRPS * float64(f.cluster.DBReplicas)
+	prof := &Profile{Name: "over", Shape: "steady", Duration: 300, Seed: 1,
+		Functions: map[string]float64{"get-result": 1}, Rate: 1.5 * dbCap}
+	cl := f.cluster
+	cl.PodCPU = -1 // pods as fast as measured: only the database limits
+	res, err := Simulate(rel, f.capacity, prof, cl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res.Rows[len(res.Rows)-1]
+	if math.Abs(last.Served-dbCap) > 0.05*dbCap {
+		t.Errorf("served %.0f/s at the end, want the database's %.0f/s", last.Served, dbCap)
+	}
+	if last.Queue < 1000 || last.DBUtilization < 0.99 {
+		t.Errorf("queue %.0f, database at %.0f%%; want a long queue at 100%%", last.Queue, 100*last.DBUtilization)
+	}
+	s := res.Summary["get-result"]
+	if s.MaxPodsDesired != int(rel.Functions["get-result"].MaxScale) {
+		t.Errorf("pods desired max %d, want max-scale %d", s.MaxPodsDesired, rel.Functions["get-result"].MaxScale)
+	}
+	if s.TimedOut+s.Refused == 0 {
+		t.Error("nothing timed out or refused at 150 % of the database's capacity")
+	}
+}

@@ -98,7 +98,7 @@ func WritePNG(path string, res *Result, obj Objective) error {
 	series(top, rows, colReady, true, func(r Second) float64 { return float64(r.PodsReady) })
 	legend(img, top.x0+10, top.y0+14, []legendItem{{colDemand, "demand (requests/s, left)"}, {colReady, "pods ready (right)"}, {colDesired, "pods desired (right)"}})
 
-	bottom := &panel{img: img, x0: 70, y0: 400, w: W - 150, h: 260, tMax: tMax, log: true, yMin: 0.1, yMax: niceCeil(latMax * 1.5)}
+	bottom := &panel{img: img, x0: 70, y0: 400, w: W - 150, h: 260, tMax: tMax, log: true, yMin: 0.1, yMax: math.Pow(10, math.Ceil(math.Log10(latMax*1.5)))}
 	frame(bottom, "latency ms (log)", "")
 	oy := bottom.py(obj.P99Ms)
 	for x := bottom.x0; x < bottom.x0+bottom.w; x += 6 {
@@ -141,20 +141,20 @@ func legend(img *image.RGBA, x, y int, items []legendItem) {
 }
 
 func frame(p *panel, left, right string) {
-	for k := 0; k <= 4; k++ {
-		var v float64
-		var y int
+	ticks := 4
+	if p.log {
+		ticks = int(math.Round(math.Log10(p.yMax / p.yMin)))
+	}
+	for k := 0; k <= ticks; k++ {
+		v := p.yMax * float64(k) / float64(ticks)
 		if p.log {
-			v = p.yMin * math.Pow(p.yMax/p.yMin, float64(k)/4)
-			y = p.py(v)
-		} else {
-			v = p.yMax * float64(k) / 4
-			y = p.py(v)
+			v = p.yMin * math.Pow(10, float64(k))
 		}
+		y := p.py(v)
 		fill(p.img, p.x0, y, p.x0+p.w, y+1, colGrid)
 		text(p.img, p.x0-62, y+4, colAxis, short(v))
 		if p.rightMax > 0 {
-			text(p.img, p.x0+p.w+6, y+4, colAxis, short(p.rightMax*float64(k)/4))
+			text(p.img, p.x0+p.w+6, y+4, colAxis, short(p.rightMax*float64(k)/float64(ticks)))
 		}
 	}
 	step := niceStep(p.tMax / 10)
@@ -237,8 +237,8 @@ func short(v float64) string {
 	switch {
 	case v >= 1000:
 		return fmt.Sprintf("%.3gk", v/1000)
-	case v >= 10 || v == 0:
-		return fmt.Sprintf("%.0f", v)
+	case v >= 1 || v == 0:
+		return fmt.Sprintf("%.4g", v)
 	default:
 		return fmt.Sprintf("%.2g", v)
 	}
@@ -249,7 +249,7 @@ func niceCeil(v float64) float64 {
 		return 1
 	}
 	mag := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+	for _, m := range []float64{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10} {
 		if m*mag >= v {
 			return m * mag
 		}

@@ -192,17 +192,22 @@ func Recommend(ctx context.Context, root string, valuesFiles, sets []string, rel
 	if firstErr != nil {
 		return "", firstErr
 	}
-	// Cheapest first; among equals keep the cluster's target-burst-capacity
-	// and the higher target (fewer pods in a surge the profile lacks).
+	// Cheapest first (pod-seconds, to the pod-minute); among equals the
+	// fewest changes: the current target-burst-capacity, then the target
+	// closest to the current one.
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
-		if math.Abs(a.cost-b.cost) > 0.5 {
+		if math.Abs(a.cost-b.cost) >= 60 {
 			return a.cost < b.cost
 		}
 		if (a.k.TBC == current.TBC) != (b.k.TBC == current.TBC) {
 			return a.k.TBC == current.TBC
 		}
-		return a.k.MinScale > b.k.MinScale
+		da, db := math.Abs(float64(a.k.Target-current.Target)), math.Abs(float64(b.k.Target-current.Target))
+		if da != db {
+			return da < db
+		}
+		return a.cost < b.cost
 	})
 	var best *candidate
 	for i := range cands {

@@ -25,9 +25,9 @@ package planner
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -46,12 +46,21 @@ var DefaultCluster = Cluster{
 // DefaultObjective is the results-day objective docs/scaling.md states.
 var DefaultObjective = Objective{P99Ms: 100, PodBudget: 100}
 
-// ServingVersion is the knative.dev/serving module the planner is built with.
+// ServingVersion is the knative.dev/serving module the planner is built
+// with: from the binary's build information, else from knative/go.mod
+// (test binaries carry no module list).
 var ServingVersion = func() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			if d.Path == "knative.dev/serving" {
 				return d.Version
+			}
+		}
+	}
+	if root, err := RepoRoot(); err == nil {
+		if raw, err := os.ReadFile(filepath.Join(root, "knative", "go.mod")); err == nil {
+			if m := regexp.MustCompile(`(?m)^\s*knative\.dev/serving (v\S+)`).FindSubmatch(raw); m != nil {
+				return string(m[1])
 			}
 		}
 	}
@@ -76,6 +85,10 @@ func ClusterFor(root string, autoscalerKV []string) (Cluster, error) {
 		return cl, fmt.Errorf("config-autoscaler: %w", err)
 	}
 	cl.Autoscaler = as
+	cl.AutoscalerSource = "as shipped"
+	if len(data) > 0 {
+		cl.AutoscalerSource = strings.Join(autoscalerKV, ",")
+	}
 	cl.DBReplicas, err = prodReadReplicas(root)
 	return cl, err
 }
@@ -102,22 +115,36 @@ func prodReadReplicas(root string) (int, error) {
 	return doc.Spec.Instances - 1, nil
 }
 
-// DefaultCapacityFile is the newest bench-results/*.json that has a
-// capacity sweep, else the committed knative/planner/capacity.json.
-func DefaultCapacityFile(root string) string {
-	files, _ := filepath.Glob(filepath.Join(root, "bench-results", "*.json"))
-	sort.Sort(sort.Reverse(sort.StringSlice(files)))
-	for _, f := range files {
-		if _, err := LoadCapacity(f); err == nil {
-			return f
+// CapacityFile resolves -capacity: "" is the committed
+// knative/planner/capacity.json (what the tests and docs/scaling.md use),
+// "latest" the newest bench-results/*.json that has a capacity sweep.
+func CapacityPath(root, flag string) (string, error) {
+	switch flag {
+	case "":
+		return filepath.Join(root, "knative", "planner", "capacity.json"), nil
+	case "latest":
+		files, _ := filepath.Glob(filepath.Join(root, "bench-results", "*.json"))
+		sort.Sort(sort.Reverse(sort.StringSlice(files)))
+		for _, f := range files {
+			if _, err := LoadCapacity(f); err == nil {
+				return f, nil
+			}
 		}
+		return "", fmt.Errorf("no bench-results/*.json with a capacity sweep and point reads: run make bench")
 	}
-	return filepath.Join(root, "knative", "planner", "capacity.json")
+	return flag, nil
+}
+
+// Header is the first line of a plan.
+func Header(prof *Profile, capacity *Capacity, cl Cluster) string {
+	return fmt.Sprintf("plan: profile %s (%s, %.0f s, seed %d); capacity: %s; %d read replica(s); pods Ready %s after the decision; Knative Serving %s autoscaler, config-autoscaler %s",
+		prof.Name, prof.Shape, prof.Duration, prof.Seed, capacity.Source, cl.DBReplicas, cl.PodStart, ServingVersion, cl.AutoscalerSource)
 }
 
 // Progress returns a progress callback that redraws one line on w.
-func Progress(w io.Writer, quiet bool) func(done, total int) {
-	if quiet {
+// Nothing is drawn when w is not a terminal.
+func Progress(w *os.File, quiet bool) func(done, total int) {
+	if st, err := w.Stat(); quiet || err != nil || st.Mode()&os.ModeCharDevice == 0 {
 		return nil
 	}
 	start := time.Now()

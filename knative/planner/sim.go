@@ -40,6 +40,8 @@ type Cluster struct {
 	// Autoscaler is config-autoscaler (NewConfigFromMap of the cluster's
 	// ConfigMap; Knative's shipped defaults from an empty map).
 	Autoscaler *autoscalerconfig.Config
+	// AutoscalerSource says where Autoscaler came from.
+	AutoscalerSource string
 }
 
 // Second is one row of the per-second table of one function.
@@ -93,6 +95,7 @@ type Summary struct {
 	MaxServerConns   float64 `json:"max_server_connections"`
 	MaxConnections   int     `json:"max_connections"`
 	MaxDBUtilization float64 `json:"max_db_utilization"`
+	PodCPU           float64 `json:"pod_cpu"` // cores one pod served with (0: uncapped)
 }
 
 type cohort struct {
@@ -174,7 +177,7 @@ func Simulate(rel *Release, capacity *Capacity, prof *Profile, cl Cluster, progr
 			fn: fn, model: model, as: as, clients: clients, zeroAt: -1,
 			share:   prof.Functions[name] / shareTotal,
 			secHist: newHistogram(), minHist: newHistogram(), totalHist: newHistogram(),
-			sum: &Summary{Function: name, WorstMinute: -1},
+			sum: &Summary{Function: name, WorstMinute: -1, PodCPU: cpu},
 		}
 		// The revision is Ready with its initial scale before traffic
 		// reaches it (bounded like the KPA bounds every scale).

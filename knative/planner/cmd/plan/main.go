@@ -32,6 +32,13 @@ func main() {
 }
 
 func run() error {
+	// `make plan` runs this from knative/ and passes the directory make was
+	// started in, so that paths in PLAN_ARGS are relative to it.
+	if dir := os.Getenv("PLAN_CWD"); dir != "" {
+		if err := os.Chdir(dir); err != nil {
+			return err
+		}
+	}
 	root, err := planner.RepoRoot()
 	if err != nil {
 		return err
@@ -43,7 +50,8 @@ func run() error {
 	flag.Var(&values, "f", "values file for the chart (repeatable)")
 	flag.Var(&params, "p", "profile parameter override name=value, e.g. peak=9000 or seed=7 (repeatable)")
 	flag.Var(&asConfig, "autoscaler", "config-autoscaler key=value of the cluster, e.g. stable-window=120s (repeatable; default: Knative's shipped defaults)")
-	capacityPath := flag.String("capacity", "", "capacity sweep: a `make bench` results JSON or the committed capacity.json (default: the newest bench-results/*.json with a sweep, else knative/planner/capacity.json)")
+	capacityPath := flag.String("capacity", "", "capacity sweep: a `make bench` results JSON, or latest for the newest bench-results/*.json (default: the committed knative/planner/capacity.json)")
+	writeCapacity := flag.String("write-capacity", "", "write the sweep and point-read fields of -capacity to this file (to refresh capacity.json from a make bench run) and exit")
 	out := flag.String("out", filepath.Join(here, "out"), "directory for plan.csv, plan.json and plan.png")
 	png := flag.String("png", "", "chart image path (default OUT/plan.png)")
 	podStart := flag.Duration("pod-start", planner.DefaultCluster.PodStart, "decision to Ready for a new pod")
@@ -58,9 +66,12 @@ func run() error {
 	quiet := flag.Bool("q", false, "no progress line")
 	flag.Parse()
 
-	capFile := *capacityPath
-	if capFile == "" {
-		capFile = planner.DefaultCapacityFile(root)
+	capFile, err := planner.CapacityPath(root, *capacityPath)
+	if err != nil {
+		return err
+	}
+	if *writeCapacity != "" {
+		return planner.ExtractCapacity(capFile, *writeCapacity)
 	}
 	capacity, err := planner.LoadCapacity(capFile)
 	if err != nil {
@@ -103,8 +114,7 @@ func run() error {
 	}
 	obj := planner.Objective{P99Ms: *p99, PodBudget: *budget}
 
-	fmt.Printf("plan: profile %s (%s, %.0f s, seed %d), capacity %s, %d read replica(s), pods Ready %s after the decision, Knative Serving %s autoscaler\n",
-		prof.Name, prof.Shape, prof.Duration, prof.Seed, capacity.Source, cl.DBReplicas, cl.PodStart, planner.ServingVersion)
+	fmt.Println(planner.Header(prof, capacity, cl))
 	start := time.Now()
 	progress := planner.Progress(os.Stderr, *quiet)
 	res, err := planner.Simulate(rel, capacity, prof, cl, progress)
