@@ -47,6 +47,21 @@ func testConfig(t *testing.T, data map[string]string) *autoscalerconfig.Config {
 	return as
 }
 
+// knativeTestAutoscaler is the harness configured like Knative's decider
+// tests: max-scale-up-rate and max-scale-down-rate 10, utilization 100 %.
+func knativeTestAutoscaler(t *testing.T, ann map[string]string) *Autoscaler {
+	t.Helper()
+	as := testConfig(t, map[string]string{"max-scale-up-rate": "10", "max-scale-down-rate": "10"})
+	ann["autoscaling.knative.dev/target-utilization-percentage"] = "100"
+	fn := testFunction(t, ann, as)
+	a, err := NewAutoscaler(fn.PA, fn.Decider, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
 // feed records the same revision-wide concurrency every second in [from, to).
 func feed(a *Autoscaler, from, to time.Duration, concurrency float64) {
 	for s := from; s < to; s += time.Second {
@@ -54,101 +69,61 @@ func feed(a *Autoscaler, from, to time.Duration, concurrency float64) {
 	}
 }
 
-// TestAutoscalerStableModeIncreaseWithConcurrencyDefault: target 10,
-// stable concurrency 50 gives 5 pods, 100 gives 10.
-func TestSteadyLoadAtTargetGivesConcurrencyOverTarget(t *testing.T) {
-	as := testConfig(t, map[string]string{"max-scale-up-rate": "10", "max-scale-down-rate": "10"})
-	fn := testFunction(t, map[string]string{
-		"autoscaling.knative.dev/target": "10", "autoscaling.knative.dev/target-utilization-percentage": "100",
-	}, as)
-	a, err := NewAutoscaler(fn.PA, fn.Decider, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	feed(a, 0, 60*time.Second, 50)
-	if got := a.Scale(Epoch.Add(60*time.Second), 5); got.DesiredPodCount != 5 {
-		t.Errorf("50 in flight at target 10: desired %d, want 5", got.DesiredPodCount)
-	}
-	feed(a, 60*time.Second, 120*time.Second, 100)
-	if got := a.Scale(Epoch.Add(120*time.Second), 10); got.DesiredPodCount != 10 {
-		t.Errorf("100 in flight at target 10: desired %d, want 10", got.DesiredPodCount)
-	}
+// Each step feeds the same revision-wide concurrency every second up to
+// `at`, then asks the decider with `ready` pods.
+type step struct {
+	at          time.Duration
+	concurrency float64
+	ready       int
+	want        int32
 }
 
-// TestAutoscalerPanicThenUnPanicScaleDown: target 10, ten pods; a surge
-// in the panic window takes the scale to 100; when traffic drops, the scale
-// stays while in panic (30 s later) and falls after the stable window (61 s).
-func TestPanicEntryAndExit(t *testing.T) {
-	as := testConfig(t, map[string]string{"max-scale-up-rate": "10", "max-scale-down-rate": "10"})
-	fn := testFunction(t, map[string]string{
-		"autoscaling.knative.dev/target": "10", "autoscaling.knative.dev/target-utilization-percentage": "100",
-	}, as)
-	a, err := NewAutoscaler(fn.PA, fn.Decider, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	feed(a, 0, 60*time.Second, 100)
-	if got := a.Scale(Epoch.Add(60*time.Second), 1); got.DesiredPodCount != 10 {
-		t.Fatalf("steady 100 at target 10: desired %d, want 10", got.DesiredPodCount)
-	}
-	// 1000 in flight for the whole 6 s panic window.
-	feed(a, 60*time.Second, 66*time.Second, 1000)
-	panicAt := 66 * time.Second
-	if got := a.Scale(Epoch.Add(panicAt), 10); got.DesiredPodCount != 100 {
-		t.Errorf("panic: desired %d, want 100", got.DesiredPodCount)
-	}
-	feed(a, panicAt, panicAt+30*time.Second, 1)
-	if got := a.Scale(Epoch.Add(panicAt+30*time.Second), 10); got.DesiredPodCount != 100 {
-		t.Errorf("still in panic 30 s later: desired %d, want 100", got.DesiredPodCount)
-	}
-	feed(a, panicAt+30*time.Second, panicAt+61*time.Second, 1)
-	// Un-panicked: the stable value decides, no lower than 10 ready pods /
-	// max-scale-down-rate 10.
-	if got := a.Scale(Epoch.Add(panicAt+61*time.Second), 10); got.DesiredPodCount != 1 {
-		t.Errorf("after the stable window: desired %d, want 1", got.DesiredPodCount)
-	}
-}
-
-// TestAutoscalerPanicModeExponentialTrackAndStabilize: target 1, the
-// panic scale follows 6 -> 36 -> 216 with max-scale-up-rate 10.
-func TestPanicModeTracksExponentialGrowth(t *testing.T) {
-	as := testConfig(t, map[string]string{"max-scale-up-rate": "10", "max-scale-down-rate": "10"})
-	fn := testFunction(t, map[string]string{
-		"autoscaling.knative.dev/target": "1", "autoscaling.knative.dev/target-utilization-percentage": "100",
-	}, as)
-	a, err := NewAutoscaler(fn.PA, fn.Decider, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	now := time.Duration(0)
-	ready := 1
-	for _, want := range []int32{6, 36, 216} {
-		feed(a, now, now+6*time.Second, float64(want))
-		now += 6 * time.Second
-		got := a.Scale(Epoch.Add(now), ready)
-		if got.DesiredPodCount != want {
-			t.Errorf("%d in flight with %d ready: desired %d, want %d", want, ready, got.DesiredPodCount, want)
-		}
-		ready = int(want)
+func TestKnativeDeciderScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		name   string // and the Knative test it replays
+		target string
+		steps  []step
+	}{{
+		// TestAutoscalerStableModeIncreaseWithConcurrencyDefault: 50 in
+		// flight at target 10 gives 5 pods, 100 gives 10.
+		name: "steady load at target", target: "10",
+		steps: []step{{60 * time.Second, 50, 5, 5}, {120 * time.Second, 100, 10, 10}},
+	}, {
+		// TestAutoscalerPanicThenUnPanicScaleDown: a surge to 1000 over the
+		// 6 s panic window takes ten pods to 100; when it drops, the scale
+		// holds while in panic (30 s later) and falls after the stable
+		// window (61 s), no lower than 10 ready / max-scale-down-rate 10.
+		name: "panic entry and exit", target: "10",
+		steps: []step{
+			{60 * time.Second, 100, 1, 10},
+			{66 * time.Second, 1000, 10, 100},
+			{96 * time.Second, 1, 10, 100},
+			{127 * time.Second, 1, 10, 1},
+		},
+	}, {
+		// TestAutoscalerPanicModeExponentialTrackAndStabilize: target 1,
+		// the panic scale follows 6 -> 36 -> 216 (max-scale-up-rate 10).
+		name: "panic tracks exponential growth", target: "1",
+		steps: []step{{6 * time.Second, 6, 1, 6}, {12 * time.Second, 36, 6, 36}, {18 * time.Second, 216, 36, 216}},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := knativeTestAutoscaler(t, map[string]string{"autoscaling.knative.dev/target": tc.target})
+			from := time.Duration(0)
+			for _, s := range tc.steps {
+				feed(a, from, s.at, s.concurrency)
+				from = s.at
+				if got := a.Scale(Epoch.Add(s.at), s.ready).DesiredPodCount; got != s.want {
+					t.Errorf("at %v, %g in flight, %d ready: desired %d, want %d", s.at, s.concurrency, s.ready, got, s.want)
+				}
+			}
+		})
 	}
 }
 
 // TestAutoscalerScaleDownDelay: target 10, 40 in flight gives 4; at zero
 // load the 4 holds for the 5 minute scale-down delay, then drops to 0.
 func TestScaleDownDelayHoldsThePods(t *testing.T) {
-	as := testConfig(t, map[string]string{"max-scale-up-rate": "10", "max-scale-down-rate": "10"})
-	fn := testFunction(t, map[string]string{
-		"autoscaling.knative.dev/target": "10", "autoscaling.knative.dev/target-utilization-percentage": "100",
-		"autoscaling.knative.dev/scale-down-delay": "5m",
-	}, as)
-	a, err := NewAutoscaler(fn.PA, fn.Decider, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := knativeTestAutoscaler(t, map[string]string{"autoscaling.knative.dev/target": "10", "autoscaling.knative.dev/scale-down-delay": "5m"})
 	feed(a, 0, 60*time.Second, 40)
 	start := 60 * time.Second
 	if got := a.Scale(Epoch.Add(start), 4); got.DesiredPodCount != 4 {

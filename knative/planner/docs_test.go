@@ -2,7 +2,6 @@ package planner
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,11 +66,7 @@ func TestResultsDayValuesAreTheDocumentedRecommendation(t *testing.T) {
 	}
 	shown := docOutput(t, string(raw), "make plan-recommend | tail -4")
 	setLine := strings.TrimSpace(shown[len(shown)-1])
-	rel, err := LoadRelease(context.Background(), f.root,
-		[]string{filepath.Join(f.root, "knative", "planner", "results-day-values.yaml")}, nil, f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rel := f.release(t, []string{filepath.Join(f.root, "knative", "planner", "results-day-values.yaml")}, nil)
 	key, _ := ValuesKey(f.root, "get-result")
 	want := "--set " + strings.Join(SetLine(key, KnobsOf(rel.Functions["get-result"])), ",")
 	if setLine != want {

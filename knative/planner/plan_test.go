@@ -28,17 +28,28 @@ func setup(t *testing.T) fixture {
 	return fixture{root: root, capacity: testCapacity(t), cluster: cl}
 }
 
-func (f fixture) plan(t *testing.T, valuesFiles, sets []string) (*Result, *Release) {
+func (f fixture) release(t *testing.T, valuesFiles, sets []string) *Release {
 	t.Helper()
 	rel, err := LoadRelease(context.Background(), f.root, valuesFiles, sets, f.cluster.Autoscaler)
 	if err != nil {
 		t.Fatal(err)
 	}
-	prof, err := LoadProfile(filepath.Join(f.root, "knative", "planner", "profiles", "results-day.yaml"))
+	return rel
+}
+
+func (f fixture) profile(t *testing.T, name string) *Profile {
+	t.Helper()
+	prof, err := LoadProfile(filepath.Join(f.root, "knative", "planner", "profiles", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Simulate(rel, f.capacity, prof, f.cluster, nil)
+	return prof
+}
+
+func (f fixture) plan(t *testing.T, valuesFiles, sets []string) (*Result, *Release) {
+	t.Helper()
+	rel := f.release(t, valuesFiles, sets)
+	res, err := Simulate(rel, f.capacity, f.profile(t, "results-day"), f.cluster, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,14 +99,8 @@ func TestBadValuesFailResultsDay(t *testing.T) {
 
 func TestSameSeedSamePlanOtherSeedOtherPlan(t *testing.T) {
 	f := setup(t)
-	rel, err := LoadRelease(context.Background(), f.root, nil, nil, f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prof, err := LoadProfile(filepath.Join(f.root, "knative", "planner", "profiles", "step.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rel := f.release(t, nil, nil)
+	prof := f.profile(t, "step")
 	a, _ := Simulate(rel, f.capacity, prof, f.cluster, nil)
 	b, _ := Simulate(rel, f.capacity, prof, f.cluster, nil)
 	if !reflect.DeepEqual(a.Rows, b.Rows) {
@@ -192,10 +197,7 @@ func TestPodModelFollowsTheSweep(t *testing.T) {
 // against a measured sweep, within the tolerance.
 func TestValidatePodAgainstASweep(t *testing.T) {
 	f := setup(t)
-	rel, err := LoadRelease(context.Background(), f.root, nil, nil, f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rel := f.release(t, nil, nil)
 	rep, err := ValidatePod(f.capacity, f.capacity, rel, f.cluster, DefaultTolerance)
 	if err != nil || !strings.Contains(rep, "within 25%") {
 		t.Errorf("the sweep the model is built from: %v\n%s", err, rep)
@@ -215,19 +217,13 @@ func TestValidatePodAgainstASweep(t *testing.T) {
 // annotations it simulated.
 func TestSetLineRendersTheSimulatedAnnotations(t *testing.T) {
 	f := setup(t)
-	rel, err := LoadRelease(context.Background(), f.root, nil, nil, f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rel := f.release(t, nil, nil)
 	k := Knobs{Target: 12, MinScale: 3, InitialScale: 4, MaxScale: 40, TBC: f.cluster.Autoscaler.TargetBurstCapacity}
 	key, err := ValuesKey(f.root, "get-result")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := LoadRelease(context.Background(), f.root, nil, SetLine(key, k), f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := f.release(t, nil, SetLine(key, k))
 	want, err := WithKnobs(rel.Functions["get-result"], k, f.cluster.Autoscaler)
 	if err != nil {
 		t.Fatal(err)
@@ -245,10 +241,7 @@ func TestSetLineRendersTheSimulatedAnnotations(t *testing.T) {
 // in-flight count (which the autoscaler reads) climbs to max-scale.
 func TestDatabaseSaturationShowsAsQueueing(t *testing.T) {
 	f := setup(t)
-	rel, err := LoadRelease(context.Background(), f.root, nil, nil, f.cluster.Autoscaler)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rel := f.release(t, nil, nil)
 	dbCap := f.capacity.DBInstanceRPS * float64(f.cluster.DBReplicas)
 	prof := &Profile{Name: "over", Shape: "steady", Duration: 300, Seed: 1,
 		Functions: map[string]float64{"get-result": 1}, Rate: 1.5 * dbCap}
