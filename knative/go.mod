@@ -7,11 +7,11 @@ require (
 	go.opentelemetry.io/otel/metric v1.37.0
 	go.uber.org/zap v1.27.0
 	golang.org/x/image v0.28.0
-	k8s.io/api v0.33.1
-	k8s.io/apimachinery v0.33.1
-	knative.dev/networking v0.0.0-20250716125000-edb1a4a0c863
-	knative.dev/serving v0.46.0
-	sigs.k8s.io/yaml v1.5.0
+	k8s.io/api v0.33.4
+	k8s.io/apimachinery v0.33.4
+	knative.dev/networking v0.0.0-20250902160145-7dad473f6351
+	knative.dev/serving v0.46.6
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -34,19 +34,19 @@ require (
 	go.opentelemetry.io/otel/trace v1.37.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
-	golang.org/x/net v0.41.0 // indirect
+	golang.org/x/net v0.43.0 // indirect
 	golang.org/x/oauth2 v0.30.0 // indirect
-	golang.org/x/sync v0.15.0 // indirect
-	golang.org/x/sys v0.33.0 // indirect
-	golang.org/x/term v0.32.0 // indirect
-	golang.org/x/text v0.26.0 // indirect
+	golang.org/x/sync v0.16.0 // indirect
+	golang.org/x/sys v0.35.0 // indirect
+	golang.org/x/term v0.34.0 // indirect
+	golang.org/x/text v0.28.0 // indirect
 	golang.org/x/time v0.10.0 // indirect
 	gomodules.xyz/jsonpatch/v2 v2.5.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
-	k8s.io/client-go v0.33.1 // indirect
+	k8s.io/client-go v0.33.4 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/utils v0.0.0-20241210054802-24370beab758 // indirect
-	knative.dev/pkg v0.0.0-20250716115900-19d3cc2da0b9 // indirect
+	knative.dev/pkg v0.0.0-20250909011231-077dcf0d00e8 // indirect
 	sigs.k8s.io/json v0.0.0-20241014173422-cfa47c3a1cc8 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v4 v4.6.0 // indirect

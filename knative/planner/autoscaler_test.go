@@ -13,7 +13,7 @@ import (
 
 // The scenarios below are Knative's own decider tests
 // (knative.dev/serving/pkg/autoscaler/scaling/autoscaler_test.go at
-// v0.46.0), replayed through the planner's harness: the revision's
+// v0.46.6), replayed through the planner's harness: the revision's
 // annotations go through Knative's PodAutoscaler and MakeDecider, the load
 // goes through the metric collector's windows as one stat per second, and
 // the decision comes from scaling.New. The expected numbers are the ones
