@@ -33,9 +33,11 @@ func TestScalingDocShowsTodaysPlans(t *testing.T) {
 	for _, tc := range []struct {
 		command string
 		values  []string
+		image   string // the chart of the same run that the doc embeds
 	}{
-		{"make plan", nil},
-		{`make plan PLAN_ARGS="-f ` + overlay + ` -out /tmp/plan-rd -png docs/scaling-plan-results-day.png"`, []string{filepath.Join(f.root, overlay)}},
+		{"make plan", nil, "scaling-plan.png"},
+		{`make plan PLAN_ARGS="-f ` + overlay + ` -out /tmp/plan-rd -png docs/scaling-plan-results-day.png"`,
+			[]string{filepath.Join(f.root, overlay)}, "scaling-plan-results-day.png"},
 	} {
 		shown := docOutput(t, doc, tc.command)
 		res, rel := f.plan(t, tc.values, nil)
@@ -52,6 +54,15 @@ func TestScalingDocShowsTodaysPlans(t *testing.T) {
 			if shown[i] != want[i] {
 				t.Errorf("%s, line %d:\n doc: %s\n now: %s", tc.command, i+1, shown[i], want[i])
 			}
+		}
+		img := filepath.Join(t.TempDir(), "plan.png")
+		if err := WritePNG(img, res, DefaultObjective); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(img)
+		embedded, err := os.ReadFile(filepath.Join(f.root, "docs", tc.image))
+		if err != nil || !bytes.Equal(got, embedded) {
+			t.Errorf("docs/%s is not the chart of %s (%v); redraw it with -png docs/%s", tc.image, tc.command, err, tc.image)
 		}
 	}
 }
