@@ -1,7 +1,6 @@
 package planner
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -313,11 +312,4 @@ func maxConnections(root string, valuesFiles, sets []string) (int, error) {
 	return value, nil
 }
 
-func splitSet(s string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(strings.ReplaceAll(s, ",", "\n")))
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
-}
+func splitSet(s string) []string { return strings.Split(s, ",") }

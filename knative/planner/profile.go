@@ -129,7 +129,7 @@ func (p *Profile) Set(expr string) error {
 	return p.Validate()
 }
 
-// Rate is the mean arrival rate (requests per second, all functions) at t.
+// RateAt is the mean arrival rate (requests per second, all functions) at t.
 func (p *Profile) RateAt(t float64) float64 {
 	switch p.Shape {
 	case "steady":
