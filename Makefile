@@ -62,6 +62,30 @@ replica-lag: ## Show replication lag, measured on both the primary and the repli
 bench: ## Results-day benchmarks against the local system (run `make up` first); writes bench-results/
 	@.ci/bench/run.sh
 
+##@ Capacity planning
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+PLAN_ARGS ?=
+BENCH_JSON ?= $(lastword $(sort $(wildcard bench-results/*.json)))
+GO_OK = @test -x "$$(command -v $(GO))" || { echo "Go not found (GO=$(GO)): install Go 1.24 or later, or set GO=/path/to/go" >&2; exit 1; }
+export GOTOOLCHAIN ?= local
+
+.PHONY: plan
+plan: deps ## Results-day plan for the chart's values: summary, table and chart in knative/planner/out/ (PLAN_ARGS="-set k=v -p peak=9000 ...")
+	$(GO_OK)
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan $(PLAN_ARGS)
+
+.PHONY: plan-recommend
+plan-recommend: deps ## Search get-result's knobs for the cheapest setting that meets the objective (a few minutes)
+	$(GO_OK)
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan -q -recommend $(PLAN_ARGS)
+
+.PHONY: plan-validate
+plan-validate: deps ## One pod of the planner's model vs a `make bench` sweep (BENCH_JSON, default the newest bench-results/*.json)
+	$(GO_OK)
+	@test -n "$(BENCH_JSON)" || { echo "no bench-results/*.json: run make bench (sweep scenario) or set BENCH_JSON" >&2; exit 1; }
+	@cd knative && PLAN_CWD=$(CURDIR) $(GO) run ./planner/cmd/plan -validate $(abspath $(BENCH_JSON)) -capacity $(abspath knative/planner/capacity.json)
+
 ##@ Tests
 
 .PHONY: deps
@@ -69,7 +93,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -79,6 +103,11 @@ test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgB
 .PHONY: test-database
 test-database: ## Partition upkeep, bulk load all-or-nothing, backup/restore, table migration (throwaway PostgreSQL)
 	$(PYTEST) sql/tests
+
+.PHONY: test-planner
+test-planner: ## Capacity planner: Knative's autoscaler scenarios, results day against the chart's values (Go)
+	$(GO_OK)
+	cd knative && $(GO) test ./planner/...
 
 .PHONY: test-knative
 test-knative: ## Render, lint and validate the Helm chart and Dockerfile offline
