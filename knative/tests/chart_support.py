@@ -6,7 +6,7 @@ engine (helm-python-sdk), load value sets, and index the rendered objects.
   expressions parsed by Helm's own strvals parser and merged over `values`.
 - `Rendered`: the objects of one render, with `one(kind, name)` / `all(kind)`.
 - `value_set(name)`: the value files the tests render (default, prod, minimal).
-- `FUNCTIONS`: values key -> (Knative Service name, read|write).
+- `FUNCTIONS`: values key -> (Knative Service name, read|write), from functions.yaml.
 """
 
 from __future__ import annotations
@@ -29,15 +29,10 @@ NAMESPACE = "exam-results"
 sys.path.insert(0, str(REPO / ".ci"))
 import k8s_validate  # noqa: E402  (shared validator lives in .ci/)
 
-FUNCTIONS: dict[str, tuple[str, str]] = {
-    "createResult": ("create-result", "write"),
-    "getResult": ("get-result", "read"),
-    "listResults": ("list-results", "read"),
-    "updateResult": ("update-result", "write"),
-    "deleteResult": ("delete-result", "write"),
-}
+MANIFEST = yaml.safe_load((CHART / "functions.yaml").read_text())["functions"]
+FUNCTIONS: dict[str, tuple[str, str]] = {f["key"]: (f["name"], f["access"]) for f in MANIFEST}
 
-VALUE_SETS = ("default", "prod", "minimal")
+VALUE_SETS = ("default", "prod", "minimal", "rds")
 
 helm.disable_logging()
 
