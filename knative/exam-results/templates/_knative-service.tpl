@@ -193,12 +193,12 @@ containers:
       {{- with $fn.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
+    # No periodSeconds: queue-proxy probes the container aggressively until
+    # it is ready (Knative refuses failureThreshold and timeoutSeconds then).
     readinessProbe:
       httpGet:
         path: /readyz
         port: 8080
-      failureThreshold: 3
-      timeoutSeconds: 2
     livenessProbe:
       httpGet:
         path: /healthz
