@@ -61,6 +61,8 @@ def build_cluster(rendered, values):
         "foreign": cluster.add(endpoint("other-team", "default", {"app.kubernetes.io/component": "function",
                                                                    "app.kubernetes.io/part-of": "exam-results"}, next(ips))),
         "internet": cluster.add(endpoint("internet", None, {}, "93.184.216.34", [("https", 443, "TCP"), ("pg", 5432, "TCP")])),
+        # an RDS endpoint inside ci/rds-values.yaml's subnets
+        "rds": cluster.add(endpoint("rds-primary", None, {}, "10.20.64.10", [("pg", 5432, "TCP"), ("https", 443, "TCP")])),
     }
     for policy in rendered.all("NetworkPolicy"):
         cluster.add_policy(ns, policy)
@@ -214,3 +216,29 @@ def test_node_local_dns_cache_is_reachable_only_when_listed():
         for src in eps["function"] + eps["pgbouncer"]:
             assert cluster.allowed(src, cache, 53, "UDP") is expected
             assert not cluster.allowed(src, cache, 443)
+
+
+@pytest.mark.parametrize("value_set", ["default", "prod", "rds"])
+def test_pgbouncer_and_the_migration_job_reach_the_database_of_the_value_set(rendered_sets, value_set):
+    """CloudNativePG: the instance pods; RDS (postgres.provider external): the
+    database's address ranges on postgres.port, and no CloudNativePG pod."""
+    cluster, eps, others = build_cluster(rendered_sets[value_set], cs.effective_values(value_set))
+    external = value_set == "rds"
+    assert eps["migrations"] and eps["pgbouncer"]
+    for src in eps["pgbouncer"] + eps["migrations"]:
+        assert cluster.allowed(src, others["rds"], 5432) is external, src.name
+        assert not cluster.allowed(src, others["rds"], 443), src.name
+        assert not cluster.allowed(src, others["internet"], 5432), src.name
+        for pg in eps["postgres"]:
+            assert cluster.allowed(src, pg, 5432) is (not external), (src.name, pg.name)
+    for fn in eps["function"]:
+        assert not cluster.allowed(fn, others["rds"], 5432)
+    if external:
+        assert not any(p["spec"]["podSelector"].get("matchLabels", {}).get("cnpg.io/cluster")
+                       for p in rendered_sets[value_set].all("NetworkPolicy"))
+
+
+def test_an_external_database_without_address_ranges_is_refused():
+    message = cs.render_error({"postgres": {"provider": "external"}})
+    assert "postgres.external.cidrs is empty" in message
+    assert cs.render({"postgres": {"provider": "external"}, "networkPolicy": {"enabled": False}}).all("Deployment")
