@@ -62,3 +62,17 @@ def test_without_a_bundle_no_ca_configmap_is_rendered(default_render):
 def test_plain_text_fallback_modes_are_refused():
     for mode in ("prefer", "allow"):
         assert "/database/tls/sslmode" in cs.render_error(sets=(f"database.tls.sslmode={mode}",))
+
+
+@pytest.mark.parametrize("value_set", cs.VALUE_SETS)
+def test_the_migration_job_verifies_the_server_with_the_same_ca(rendered_sets, value_set):
+    rendered = rendered_sets[value_set]
+    (job,) = rendered.all("Job")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == ca_mount(container)["mountPath"] + "/ca.crt"
+    ca = volumes(pod)["postgres-ca"]
+    pgbouncer_ca = volumes(rendered.one("Deployment", "pgbouncer")["spec"]["template"]["spec"])["postgres-ca"]
+    assert ca.get("secret") == pgbouncer_ca.get("secret")
