@@ -21,7 +21,7 @@ def build_cluster(rendered, values):
     pg_ns = values["postgres"]["namespace"] or ns
     cluster = Cluster()
     ips = (f"10.0.{i // 250}.{i % 250 + 1}" for i in itertools.count())
-    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": []}
+    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": [], "upkeep": []}
     for ksvc in rendered.all("Service"):
         if ksvc["apiVersion"] != "serving.knative.dev/v1":
             continue
@@ -42,6 +42,9 @@ def build_cluster(rendered, values):
     for job in rendered.all("Job"):
         eps["migrations"].append(cluster.add(endpoint(
             job["metadata"]["name"], ns, job["spec"]["template"]["metadata"]["labels"], next(ips))))
+    for cronjob in rendered.all("CronJob"):
+        eps["upkeep"].append(cluster.add(endpoint(
+            cronjob["metadata"]["name"], ns, cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"], next(ips))))
     for i, role in enumerate(["primary", "replica", "replica"]):
         eps["postgres"].append(cluster.add(endpoint(
             f"{values['postgres']['clusterName']}-{i + 1}", pg_ns,
@@ -129,7 +132,7 @@ def test_postgres_accepts_sql_only_from_pgbouncer_its_peers_the_operator_and_mig
     for pg in eps["postgres"]:
         sources = {src.name for src in everyone(eps, others) if src is not pg and cluster.allowed(src, pg, 5432)}
         expected = ({e.name for e in eps["pgbouncer"]} | {e.name for e in eps["postgres"] if e is not pg}
-                    | {e.name for e in eps["migrations"]} | {"cnpg-controller"})
+                    | {e.name for e in eps["migrations"]} | {e.name for e in eps["upkeep"]} | {"cnpg-controller"})
         assert sources == expected
         assert {src.name for src in everyone(eps, others) if src is not pg and cluster.allowed(src, pg, 8000)} == (
             {e.name for e in eps["postgres"] if e is not pg} | {"cnpg-controller"})
@@ -156,7 +159,7 @@ def test_the_app_tier_graph_is_exactly_functions_pgbouncer_postgres(graph):
             if src is not dst and cluster.reachable_ports(src, dst):
                 edges.add((src_kind, dst_kind))
     assert edges == {("function", "pgbouncer"), ("pgbouncer", "postgres"),
-                     ("migrations", "postgres"), ("postgres", "postgres")}
+                     ("migrations", "postgres"), ("upkeep", "postgres"), ("postgres", "postgres")}
 
 
 def test_default_deny_isolates_any_other_pod_in_the_namespace(graph):
@@ -224,8 +227,8 @@ def test_pgbouncer_and_the_migration_job_reach_the_database_of_the_value_set(ren
     database's address ranges on postgres.port, and no CloudNativePG pod."""
     cluster, eps, others = build_cluster(rendered_sets[value_set], cs.effective_values(value_set))
     external = value_set == "rds"
-    assert eps["migrations"] and eps["pgbouncer"]
-    for src in eps["pgbouncer"] + eps["migrations"]:
+    assert eps["migrations"] and eps["pgbouncer"] and eps["upkeep"]
+    for src in eps["pgbouncer"] + eps["migrations"] + eps["upkeep"]:
         assert cluster.allowed(src, others["rds"], 5432) is external, src.name
         assert not cluster.allowed(src, others["rds"], 443), src.name
         assert not cluster.allowed(src, others["internet"], 5432), src.name

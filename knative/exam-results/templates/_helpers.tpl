@@ -159,3 +159,10 @@ app.kubernetes.io/name: exam-results-tests
 app.kubernetes.io/component: chart-test
 app.kubernetes.io/part-of: exam-results
 {{- end }}
+
+{{/* Selector labels of the partition-upkeep CronJob's pods. */}}
+{{- define "exam-results.partitionUpkeep.selectorLabels" -}}
+app.kubernetes.io/name: partition-upkeep
+app.kubernetes.io/component: database-upkeep
+app.kubernetes.io/part-of: exam-results
+{{- end }}
