@@ -21,7 +21,7 @@ def build_cluster(rendered, values):
     pg_ns = values["postgres"]["namespace"] or ns
     cluster = Cluster()
     ips = (f"10.0.{i // 250}.{i % 250 + 1}" for i in itertools.count())
-    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": [], "upkeep": []}
+    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": [], "upkeep": [], "tests": []}
     for ksvc in rendered.all("Service"):
         if ksvc["apiVersion"] != "serving.knative.dev/v1":
             continue
@@ -42,6 +42,8 @@ def build_cluster(rendered, values):
     for job in rendered.all("Job"):
         eps["migrations"].append(cluster.add(endpoint(
             job["metadata"]["name"], ns, job["spec"]["template"]["metadata"]["labels"], next(ips))))
+    for pod in rendered.all("Pod"):  # helm test
+        eps["tests"].append(cluster.add(endpoint(pod["metadata"]["name"], ns, pod["metadata"]["labels"], next(ips))))
     for cronjob in rendered.all("CronJob"):
         eps["upkeep"].append(cluster.add(endpoint(
             cronjob["metadata"]["name"], ns, cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"], next(ips))))
@@ -54,7 +56,8 @@ def build_cluster(rendered, values):
     others = {
         "activator": cluster.add(endpoint("activator", "knative-serving", {"app": "activator"}, next(ips))),
         "autoscaler": cluster.add(endpoint("autoscaler", "knative-serving", {"app": "autoscaler"}, next(ips))),
-        "kourier": cluster.add(endpoint("kourier-gateway", "kourier-system", {"app": "3scale-kourier-gateway"}, next(ips))),
+        "kourier": cluster.add(endpoint("kourier-gateway", "kourier-system", {"app": "3scale-kourier-gateway"}, next(ips),
+                                        [("http2", 8080, "TCP"), ("http2-local", 8081, "TCP")])),
         "prometheus": cluster.add(endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}, next(ips))),
         "dns": cluster.add(endpoint("coredns", "kube-system", {"k8s-app": "kube-dns"}, next(ips),
                                     [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])),
@@ -245,3 +248,13 @@ def test_an_external_database_without_address_ranges_is_refused():
     message = cs.render_error({"postgres": {"provider": "external"}})
     assert "postgres.external.cidrs is empty" in message
     assert cs.render({"postgres": {"provider": "external"}, "networkPolicy": {"enabled": False}}).all("Deployment")
+
+
+def test_helm_test_pods_reach_only_the_knative_data_plane_and_dns(graph):
+    cluster, eps, others = graph
+    assert eps["tests"]
+    for pod in eps["tests"]:
+        assert cluster.allowed(pod, others["kourier"], 8081)
+        assert cluster.allowed(pod, others["dns"], 53, "UDP")
+        for dst in eps["function"] + eps["pgbouncer"] + eps["postgres"] + [others["internet"]]:
+            assert not cluster.reachable_ports(pod, dst), (pod.name, dst.name)
