@@ -44,3 +44,21 @@ def test_docs_name_the_exact_set_path_for_the_concurrency_target():
     rendered = cs.render(sets=("functions.getResult.autoscaling.target=80",))
     annotations = rendered.one("Service", "get-result")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/target"] == "80"
+
+
+def test_the_pasted_target_render_in_scaling_md_is_current():
+    block = SCALING.split("$ python3 knative/helm_template.py --set functions.getResult.autoscaling.target=80", 1)[1]
+    pasted = block.split("\n```", 1)[0].strip().splitlines()[1:]
+    rendered = cs.render(sets=("functions.getResult.autoscaling.target=80",))
+    targets = [o["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"]
+               for o in rendered.all("Service") if o["apiVersion"] == "serving.knative.dev/v1"]
+    assert [line.split(": ")[1].strip('"') for line in pasted] == targets
+
+
+def test_one_knative_floor_everywhere():
+    floor = cs.yaml.safe_load((cs.CHART / "Chart.yaml").read_text())["annotations"]["exam-results/knative-serving-version"]
+    assert floor == ">=1.19"
+    assert "**Knative Serving 1.19 or later**" in DEPLOY
+    for path in ("docs/deploy.md", "docs/scaling.md", "knative/exam-results/README.md"):
+        text = (cs.REPO / path).read_text()
+        assert "1.15" not in text and "1.26" not in text, path
