@@ -5,11 +5,11 @@ go 1.24.0
 require (
 	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/google/go-cmp v0.7.0
-	k8s.io/api v0.33.1
-	k8s.io/apimachinery v0.33.1
-	knative.dev/pkg v0.0.0-20250716115900-19d3cc2da0b9
-	knative.dev/serving v0.46.0
-	sigs.k8s.io/yaml v1.5.0
+	k8s.io/api v0.33.4
+	k8s.io/apimachinery v0.33.4
+	knative.dev/pkg v0.0.0-20250821143151-4ffdcf6b3fa5
+	knative.dev/serving v0.46.4
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -28,19 +28,29 @@ require (
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.27.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
-	golang.org/x/net v0.41.0 // indirect
+	golang.org/x/net v0.43.0 // indirect
 	golang.org/x/oauth2 v0.30.0 // indirect
-	golang.org/x/sys v0.33.0 // indirect
-	golang.org/x/term v0.32.0 // indirect
-	golang.org/x/text v0.26.0 // indirect
+	golang.org/x/sys v0.35.0 // indirect
+	golang.org/x/term v0.34.0 // indirect
+	golang.org/x/text v0.28.0 // indirect
 	golang.org/x/time v0.10.0 // indirect
 	gomodules.xyz/jsonpatch/v2 v2.5.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
-	k8s.io/client-go v0.33.1 // indirect
+	k8s.io/client-go v0.33.4 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/utils v0.0.0-20241210054802-24370beab758 // indirect
-	knative.dev/networking v0.0.0-20250716125000-edb1a4a0c863 // indirect
+	knative.dev/networking v0.0.0-20250821144952-042b64d7bbde // indirect
 	sigs.k8s.io/json v0.0.0-20241014173422-cfa47c3a1cc8 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v4 v4.6.0 // indirect
+)
+
+// knative.dev/serving v0.46.4 (Knative Serving 1.19.4) requires pseudo-versions
+// of these three that the module proxy does not serve; the versions Serving
+// v0.46.0 requires stand in. Of them the checks compile only
+// knative.dev/networking's API packages (caching and hack are not imported).
+replace (
+	knative.dev/caching v0.0.0-20250821143751-b982aa0cd1c1 => knative.dev/caching v0.0.0-20250716150501-fd36b19e8e44
+	knative.dev/hack v0.0.0-20250819212847-f88b7db09b1c => knative.dev/hack v0.0.0-20250708013849-70d4b00da6ba
+	knative.dev/networking v0.0.0-20250821144952-042b64d7bbde => knative.dev/networking v0.0.0-20250716125000-edb1a4a0c863
 )
