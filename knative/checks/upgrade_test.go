@@ -9,9 +9,19 @@ import (
 	v1 "knative.dev/serving/pkg/apis/serving/v1"
 )
 
+// cdManaged is get-result as the CD pipeline leaves it: a tuned target, the
+// candidate's digest under the BYO suffix abc1234, and the given traffic.
+func cdManaged(traffic ...string) release {
+	return release{sets: append([]string{
+		"functions.getResult.autoscaling.target=80",
+		"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
+	}, traffic...)}
+}
+
 // The life of a release, one `helm upgrade` per step, each validated by
 // Knative as an update of the object the step before left in the cluster.
-// promote (.github/promote) sets the same keys with --reset-then-reuse-values.
+// promote (.github/promote) sets the same keys with --reset-then-reuse-values;
+// get-result-00002 is the revision Knative named at the tuning step.
 var upgradeSteps = []struct {
 	name    string
 	release release
@@ -27,49 +37,37 @@ var upgradeSteps = []struct {
 	release: release{sets: []string{"functions.getResult.autoscaling.target=80"}},
 }, {
 	name: "CD rollout: candidate at 0% beside the stable revision",
-	release: release{sets: []string{
-		"functions.getResult.autoscaling.target=80",
-		"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
+	release: cdManaged(
 		"functions.getResult.traffic[0].revisionName=get-result-00002", "functions.getResult.traffic[0].percent=100",
 		"functions.getResult.traffic[1].revision=abc1234", "functions.getResult.traffic[1].percent=0",
-		"functions.getResult.traffic[1].tag=candidate",
-	}},
+		"functions.getResult.traffic[1].tag=candidate"),
 	revisionName: "get-result-abc1234-",
 	renamed:      true,
 }, {
 	name: "CD rollout: 50/50 (traffic only: same template, same name)",
-	release: release{sets: []string{
-		"functions.getResult.autoscaling.target=80",
-		"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
+	release: cdManaged(
 		"functions.getResult.traffic[0].revisionName=get-result-00002", "functions.getResult.traffic[0].percent=50",
 		"functions.getResult.traffic[0].tag=previous",
 		"functions.getResult.traffic[1].revision=abc1234", "functions.getResult.traffic[1].percent=50",
-		"functions.getResult.traffic[1].tag=candidate",
-	}},
+		"functions.getResult.traffic[1].tag=candidate"),
 	revisionName: "get-result-abc1234-",
 }, {
-	name: "CD rollout: promoted",
-	release: release{sets: []string{
-		"functions.getResult.autoscaling.target=80",
-		"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
-		"functions.getResult.traffic[0].revision=abc1234", "functions.getResult.traffic[0].percent=100",
-		"functions.getResult.traffic[1].revisionName=get-result-00002", "functions.getResult.traffic[1].percent=0",
-		"functions.getResult.traffic[1].tag=previous",
-	}},
+	name:         "CD rollout: promoted",
+	release:      cdManaged(promoted...),
 	revisionName: "get-result-abc1234-",
 }, {
-	name: "tune again on the CD-managed release",
-	release: release{sets: []string{
-		"functions.getResult.autoscaling.target=80",
-		"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
-		"functions.getResult.traffic[0].revision=abc1234", "functions.getResult.traffic[0].percent=100",
-		"functions.getResult.traffic[1].revisionName=get-result-00002", "functions.getResult.traffic[1].percent=0",
-		"functions.getResult.traffic[1].tag=previous",
-		"functions.getResult.autoscaling.target=90",
-	}},
+	name:         "tune again on the CD-managed release",
+	release:      cdManaged(append(promoted, "functions.getResult.autoscaling.target=90")...),
 	revisionName: "get-result-abc1234-",
 	renamed:      true,
 }}
+
+// promoted: all traffic on the revision this render creates, the previous one kept at 0%.
+var promoted = []string{
+	"functions.getResult.traffic[0].revision=abc1234", "functions.getResult.traffic[0].percent=100",
+	"functions.getResult.traffic[1].revisionName=get-result-00002", "functions.getResult.traffic[1].percent=0",
+	"functions.getResult.traffic[1].tag=previous",
+}
 
 func TestUpgradeSequenceIsAcceptedAsUpdates(t *testing.T) {
 	ctx := knativeContext(t, nil)

@@ -11,9 +11,12 @@ engine (helm-python-sdk), load value sets, and index the rendered objects.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import http.server
 import pathlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,3 +142,15 @@ def ksvc_container(ksvc: dict[str, Any]) -> dict[str, Any]:
 
 def env_map(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]):
+    """An HTTP server on 127.0.0.1 and a free port, in a thread; yields "127.0.0.1:<port>"."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

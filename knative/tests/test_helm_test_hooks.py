@@ -6,7 +6,6 @@ server on 127.0.0.1 standing in for the function's URL."""
 import http.server
 import re
 import subprocess
-import threading
 
 import pytest
 
@@ -56,12 +55,8 @@ def function_stub():
             self.end_headers()
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
-    finally:
-        server.shutdown()
+    with cs.serve_http(Handler) as address:
+        yield f"http://{address}", answers
 
 
 @pytest.mark.parametrize("readyz, read, passes", [

@@ -13,6 +13,7 @@ generated file for this test only, and the test says so in its output.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -80,8 +81,10 @@ def workdir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres(workdir):
+@contextlib.contextmanager
+def running_postgres(workdir, *server_args):
+    """initdb + postgres on 127.0.0.1 and a free port (extra server settings as -c arguments),
+    with the login roles exam_app and exam_reader and the database exam_results; yields the port."""
     data = workdir / "pgdata"
     pwfile = workdir / "pwfile"
     pwfile.write_text("superpass\n")
@@ -92,7 +95,7 @@ def postgres(workdir):
     port = free_port()
     log = open(workdir / "postgres.log", "w")
     proc = subprocess.Popen([pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50"],
+                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", *server_args],
                             stdout=log, stderr=subprocess.STDOUT, **service_user())
     try:
         assert wait_for(lambda: psql(port, "postgres", "SELECT 1", user="postgres", password="superpass", check=False).returncode == 0), \
@@ -106,6 +109,12 @@ def postgres(workdir):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def postgres(workdir):
+    with running_postgres(workdir) as port:
+        yield port
 
 
 def rendered_script(rendered, configmap, key):

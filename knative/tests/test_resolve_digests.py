@@ -7,7 +7,6 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -63,12 +62,8 @@ def registry():
                 self.send_response(404)
             self.end_headers()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
+    with cs.serve_http(Handler) as address:
+        yield address, seen
 
 
 def test_write_fills_the_digest_of_the_image_and_keeps_the_rest_of_the_file(registry, tmp_path):

@@ -13,7 +13,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,8 +20,8 @@ import tempfile
 import pytest
 
 import chart_support as cs
-from test_live_database import (PASSWORD, clean_env, free_port, pg_bin, pgbouncer_bin, pgbouncer_version, psql,
-                                rendered_script, service_user, wait_for, write_secret)
+from test_live_database import (PASSWORD, clean_env, free_port, pgbouncer_bin, pgbouncer_version, psql, rendered_script,
+                                running_postgres, service_user, wait_for, write_secret)
 
 
 def openssl(*args, cwd):
@@ -65,30 +64,11 @@ def tls():
 def tls_postgres(tls):
     _, _, certs = tls
     workdir = private_dir("exam-results-tls-pg-")
-    data, pwfile = workdir / "pgdata", workdir / "pwfile"
-    pwfile.write_text("superpass\n")
-    if os.geteuid() == 0:
-        shutil.chown(pwfile, "postgres")
-    subprocess.run([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256", "--pwfile", str(pwfile)],
-                   check=True, capture_output=True, timeout=120, **service_user())
-    port = free_port()
-    log = open(workdir / "postgres.log", "w")
-    proc = subprocess.Popen([pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on",
-                             "-c", f"ssl_cert_file={certs / 'server.crt'}", "-c", f"ssl_key_file={certs / 'server.key'}"],
-                            stdout=log, stderr=subprocess.STDOUT, **service_user())
     try:
-        assert wait_for(lambda: psql(port, "postgres", "SELECT 1", user="postgres", password="superpass", check=False).returncode == 0), \
-            (workdir / "postgres.log").read_text()
-        escaped = PASSWORD.replace("'", "''")
-        for role in ("exam_app", "exam_reader"):
-            psql(port, "postgres", f"CREATE ROLE {role} LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
-        psql(port, "postgres", "CREATE DATABASE exam_results OWNER exam_app", user="postgres", password="superpass")
-        yield port, workdir
+        with running_postgres(workdir, "-c", "ssl=on", "-c", f"ssl_cert_file={certs / 'server.crt'}",
+                              "-c", f"ssl_key_file={certs / 'server.key'}") as port:
+            yield port, workdir
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
