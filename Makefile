@@ -7,6 +7,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PYTEST ?= $(PYTHON) -m pytest -q
 CARGO ?= cargo
+GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 YEAR ?= $(shell date -d 'next year' +%Y 2>/dev/null || echo 2027)
 
 export VENV
@@ -110,8 +111,10 @@ test-planner: ## Capacity planner: Knative's autoscaler scenarios, results day a
 	cd knative && $(GO) test ./planner/...
 
 .PHONY: test-knative
-test-knative: ## Render, lint and validate the Helm chart and Dockerfile offline
+test-knative: ## Render, lint and validate the Helm chart and Dockerfile offline; Knative's own Go code validates the Services
 	$(PYTEST) knative/tests
+	@test -x "$(GO)" || { echo "test-knative: the Knative checks need Go 1.24 or later (knative/go.mod): install it from https://go.dev/dl/ (or set GO=/path/to/go)" >&2; exit 1; }
+	cd knative && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 ./checks/...
 
 .PHONY: test-crossplane
 test-crossplane: ## Validate and render the Crossplane XRD and compositions offline

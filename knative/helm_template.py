@@ -2,7 +2,7 @@
 """`helm template` / `helm lint --strict` for the exam-results chart, without a
 helm binary: the same Helm v4 engine through helm-python-sdk.
 
-    python3 knative/helm_template.py [-f values.yaml ...] [--set a.b=c ...] [-n NAMESPACE]
+    python3 knative/helm_template.py [-f values.yaml ...] [--set a.b=c ...] [--set-file a.b=path ...] [-n NAMESPACE]
     python3 knative/helm_template.py --lint [-f values.yaml ...]
 
 Rendering prints the manifests (hooks included, NOTES.txt left out) to stdout,
@@ -36,6 +36,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--chart", default=str(CHART))
     parser.add_argument("-f", "--values", action="append", default=[], help="values file (repeatable)")
     parser.add_argument("--set", action="append", default=[], help="Helm --set expression (repeatable)")
+    parser.add_argument("--set-file", action="append", default=[], metavar="KEY=PATH",
+                        help="Helm --set-file: the value of KEY is the content of PATH (repeatable)")
     parser.add_argument("-n", "--namespace", default="exam-results")
     parser.add_argument("--release-name", default="exam-results")
     parser.add_argument("--lint", action="store_true", help="run helm lint --strict instead of rendering")
@@ -47,6 +49,12 @@ def main(argv: list[str]) -> int:
         values = merge(values, yaml.safe_load(pathlib.Path(path).read_text()) or {})
     if args.set:
         values = merge(values, helm.parse_set_string(",".join(args.set)))
+    for expression in args.set_file:
+        key, _, path = expression.partition("=")
+        value: object = pathlib.Path(path).read_text()
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        values = merge(values, value)
 
     if args.lint:
         report = helm.lint(args.chart, values or None, strict=True, namespace=args.namespace, kube_version="v1.30.0")

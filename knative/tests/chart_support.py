@@ -6,14 +6,17 @@ engine (helm-python-sdk), load value sets, and index the rendered objects.
   expressions parsed by Helm's own strvals parser and merged over `values`.
 - `Rendered`: the objects of one render, with `one(kind, name)` / `all(kind)`.
 - `value_set(name)`: the value files the tests render (default, prod, minimal).
-- `FUNCTIONS`: values key -> (Knative Service name, read|write).
+- `FUNCTIONS`: values key -> (Knative Service name, read|write), from functions.yaml.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import http.server
 import pathlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +32,10 @@ NAMESPACE = "exam-results"
 sys.path.insert(0, str(REPO / ".ci"))
 import k8s_validate  # noqa: E402  (shared validator lives in .ci/)
 
-FUNCTIONS: dict[str, tuple[str, str]] = {
-    "createResult": ("create-result", "write"),
-    "getResult": ("get-result", "read"),
-    "listResults": ("list-results", "read"),
-    "updateResult": ("update-result", "write"),
-    "deleteResult": ("delete-result", "write"),
-}
+MANIFEST = yaml.safe_load((CHART / "functions.yaml").read_text())["functions"]
+FUNCTIONS: dict[str, tuple[str, str]] = {f["key"]: (f["name"], f["access"]) for f in MANIFEST}
 
-VALUE_SETS = ("default", "prod", "minimal")
+VALUE_SETS = ("default", "prod", "minimal", "rds")
 
 helm.disable_logging()
 
@@ -144,3 +142,15 @@ def ksvc_container(ksvc: dict[str, Any]) -> dict[str, Any]:
 
 def env_map(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]):
+    """An HTTP server on 127.0.0.1 and a free port, in a thread; yields "127.0.0.1:<port>"."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -74,14 +74,28 @@ def test_validator_command_line_reports_problems(tmp_path, default_render):
     assert "Service/get-result" in failed.stdout and "containerConcurrency" in failed.stdout
 
 
-def test_chart_schema_leaves_observability_open():
+def test_chart_schema_closes_the_observability_block():
+    """Every key of values.yaml's observability block is declared, and a misspelt one is refused."""
     import json
 
     schema = json.loads((cs.CHART / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
-    assert schema["properties"]["observability"]["additionalProperties"] is True
-    rendered = cs.render({"observability": {"dashboards": {"enabled": True}, "anything": [1, 2]}})
-    assert rendered.objects
+    declared = schema["properties"]["observability"]
+    assert declared["additionalProperties"] is False
+    for block, settings in cs.chart_defaults()["observability"].items():
+        assert declared["properties"][block]["additionalProperties"] is False
+        assert set(settings) == set(declared["properties"][block]["properties"]), block
+    assert "/observability" in cs.render_error({"observability": {"anything": [1, 2]}})
+    assert "/observability/podMonitors" in cs.render_error({"observability": {"podMonitors": {"enabeld": True}}})
+
+
+def test_objects_of_a_crd_follow_explicit_booleans_that_helm_template_can_see():
+    """GitOps renders with `helm template`, which sees no CRDs: true renders the
+    PodMonitors and the PrometheusRule, false leaves them out."""
+    on = cs.render({"observability": {"podMonitors": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    assert on.all("PodMonitor") and on.all("PrometheusRule")
+    off = cs.render({"observability": {"podMonitors": {"enabled": False}, "prometheusRule": {"enabled": False}}})
+    assert not off.all("PodMonitor") and not off.all("PrometheusRule")
 
 
 def test_helm_template_cli_renders_lints_and_refuses_bad_values():

@@ -143,8 +143,10 @@ def test_reads_use_the_read_only_pooler_and_writes_the_read_write_one(default_re
         # credentials only from Secrets; the user is declared before the URL that references it
         names = [e["name"] for e in cs.ksvc_container(services[name])["env"]]
         assert names.index("DATABASE_USER") < names.index("DATABASE_URL")
-        assert env["DATABASE_USER"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": "username"}
-        assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": "password"}
+        # least privilege: read functions log in as the reader role, writes as the app role
+        login = "reader" if access == "read" else "app"
+        assert env["DATABASE_USER"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": f"{login}-username"}
+        assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-db", "key": f"{login}-password"}
 
 
 def test_tokio_worker_threads_follow_values_not_the_nodes_cpu_count(default_render):
@@ -163,18 +165,22 @@ def test_no_plain_text_secret_reaches_a_manifest():
                 assert "value" not in entry and "secretKeyRef" in entry["valueFrom"]
 
 
+REVISION_NAME = re.compile(r"(?P<service>[a-z-]+?)-(?P<suffix>v0-1-0-abc1234|v[12])-(?P<hash>[0-9a-f]{6})")
+
+
 def test_byo_revision_names_and_traffic_come_from_values(prod_render):
     services = ksvcs(prod_render)
     get_result = services["get-result"]
-    assert get_result["spec"]["template"]["metadata"]["name"] == "get-result-v0-1-0-abc1234"
+    name = get_result["spec"]["template"]["metadata"]["name"]
+    assert REVISION_NAME.fullmatch(name).group("service", "suffix") == ("get-result", "v0-1-0-abc1234")
     assert get_result["spec"]["traffic"] == [
-        {"revisionName": "get-result-v0-0-9-0fedcba", "latestRevision": False, "percent": 90, "tag": "stable"},
-        {"revisionName": "get-result-v0-1-0-abc1234", "latestRevision": False, "percent": 10, "tag": "canary"},
+        {"revisionName": "get-result-v0-0-9-0fedcba-5d1f0e", "latestRevision": False, "percent": 90, "tag": "stable"},
+        {"revisionName": name, "latestRevision": False, "percent": 10, "tag": "canary"},
         {"latestRevision": True, "percent": 0, "tag": "latest"},
     ]
     # no traffic block: Knative routes 100% to the latest ready revision
     assert "traffic" not in services["list-results"]["spec"]
-    assert services["list-results"]["spec"]["template"]["metadata"]["name"] == "list-results-v0-1-0-abc1234"
+    assert REVISION_NAME.fullmatch(services["list-results"]["spec"]["template"]["metadata"]["name"])
 
 
 def test_default_values_let_knative_name_revisions(default_render):
@@ -186,16 +192,36 @@ def test_default_values_let_knative_name_revisions(default_render):
 def test_revision_and_traffic_can_be_driven_by_set_flags():
     rendered = cs.render(sets=(
         "functions.createResult.revision=v2",
-        "functions.createResult.traffic[0].revision=v1",
+        "functions.createResult.traffic[0].revisionName=create-result-v1-0a1b2c",
         "functions.createResult.traffic[0].percent=80",
         "functions.createResult.traffic[1].revision=v2",
         "functions.createResult.traffic[1].percent=20",
         "functions.createResult.traffic[1].tag=canary",
     ))
     ksvc = ksvcs(rendered)["create-result"]
-    assert ksvc["spec"]["template"]["metadata"]["name"] == "create-result-v2"
+    name = ksvc["spec"]["template"]["metadata"]["name"]
+    assert REVISION_NAME.fullmatch(name).group("suffix") == "v2"
     assert [(t["revisionName"], t["percent"]) for t in ksvc["spec"]["traffic"]] == [
-        ("create-result-v1", 80), ("create-result-v2", 20)]
+        ("create-result-v1-0a1b2c", 80), (name, 20)]
+
+
+def template_name(sets):
+    return ksvcs(cs.render(sets=("functions.getResult.revision=abc1234", *sets)))["get-result"]["spec"]["template"]["metadata"]["name"]
+
+
+def test_a_byo_revision_name_follows_the_rendered_template():
+    """A tuned target on a CD-managed release (BYO name set) renders a new
+    revision name, so Knative accepts it; an unchanged template keeps its
+    name, so a traffic-only change creates no revision."""
+    before = template_name(())
+    assert before == template_name(())
+    assert before == template_name(("functions.getResult.traffic[0].latestRevision=true",
+                                    "functions.getResult.traffic[0].percent=100"))
+    tuned = template_name(("functions.getResult.autoscaling.target=80",))
+    assert tuned != before
+    assert tuned.rsplit("-", 1)[0] == before.rsplit("-", 1)[0] == "get-result-abc1234"
+    # another function's change leaves this template, and its name, alone
+    assert template_name(("functions.listResults.autoscaling.target=20",)) == before
 
 
 def test_images_are_per_function_and_can_be_pinned_by_digest(default_render, prod_render):

@@ -13,6 +13,7 @@ generated file for this test only, and the test says so in its output.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -80,8 +81,10 @@ def workdir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres(workdir):
+@contextlib.contextmanager
+def running_postgres(workdir, *server_args):
+    """initdb + postgres on 127.0.0.1 and a free port (extra server settings as -c arguments),
+    with the login roles exam_app and exam_reader and the database exam_results; yields the port."""
     data = workdir / "pgdata"
     pwfile = workdir / "pwfile"
     pwfile.write_text("superpass\n")
@@ -92,19 +95,26 @@ def postgres(workdir):
     port = free_port()
     log = open(workdir / "postgres.log", "w")
     proc = subprocess.Popen([pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50"],
+                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", *server_args],
                             stdout=log, stderr=subprocess.STDOUT, **service_user())
     try:
         assert wait_for(lambda: psql(port, "postgres", "SELECT 1", user="postgres", password="superpass", check=False).returncode == 0), \
             (workdir / "postgres.log").read_text()
         escaped = PASSWORD.replace("'", "''")
         psql(port, "postgres", f"CREATE ROLE exam_app LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
+        psql(port, "postgres", f"CREATE ROLE exam_reader LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
         psql(port, "postgres", "CREATE DATABASE exam_results OWNER exam_app", user="postgres", password="superpass")
         yield port
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def postgres(workdir):
+    with running_postgres(workdir) as port:
+        yield port
 
 
 def rendered_script(rendered, configmap, key):
@@ -115,7 +125,8 @@ def write_secret(directory, port, **override):
     """The connection Secret's keys as files, the way a Secret volume mounts them."""
     directory.mkdir(exist_ok=True)
     keys = {"rw-host": "127.0.0.1", "ro-host": "127.0.0.1", "port": str(port), "dbname": "exam_results",
-            "username": "exam_app", "password": PASSWORD}
+            "username": "exam_app", "password": PASSWORD, "app-username": "exam_app", "app-password": PASSWORD,
+            "reader-username": "exam_reader", "reader-password": PASSWORD}
     keys.update(override)
     for key, value in keys.items():
         (directory / key).write_text(value)
@@ -192,7 +203,8 @@ def pgbouncer_version() -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def pgbouncer(postgres, workdir):
     port = free_port()
-    rendered = cs.render(sets=(f"pgbouncer.port={port}",))
+    # this PostgreSQL serves no TLS (test_pgbouncer_tls.py covers verify-full)
+    rendered = cs.render(sets=(f"pgbouncer.port={port}", "database.tls.sslmode=disable"))
     script = workdir / "render-config.sh"
     script.write_text(rendered_script(rendered, "pgbouncer-config", "render-config.sh"))
     runtime = workdir / "runtime"
@@ -225,8 +237,9 @@ def test_render_config_writes_a_private_userlist_with_escaped_quotes(pgbouncer):
     _, _, runtime = pgbouncer
     userlist = runtime / "userlist.txt"
     assert oct(userlist.stat().st_mode & 0o777) == "0o600"
-    app, exporter = userlist.read_text().splitlines()
+    app, reader, exporter = userlist.read_text().splitlines()
     assert app == '"exam_app" "pa""ss\'w0rd$x"'
+    assert reader == '"exam_reader" "pa""ss\'w0rd$x"'
     assert re.fullmatch(r'"pgbouncer_exporter" "[0-9a-f]{48}"', exporter)
     pgpass = runtime / "exporter.pgpass"
     assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
@@ -277,14 +290,15 @@ def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
     ({"ro-host": ""}, "key ro-host of Secret exam-results-db is missing or empty"),
     ({"rw-host": "db host"}, "contains whitespace, a quote, '=' or ';'"),
     ({"dbname": "exam_results sslmode=disable"}, "contains whitespace, a quote, '=' or ';'"),
-    ({"username": "app;drop"}, "contains whitespace, a quote, '=' or ';'"),
+    ({"app-username": "app;drop"}, "contains whitespace, a quote, '=' or ';'"),
 ])
 def test_render_config_refuses_unusable_secret_values(tmp_path, override, message):
     script = tmp_path / "render-config.sh"
     script.write_text(rendered_script(cs.render(), "pgbouncer-config", "render-config.sh"))
     secret = tmp_path / "secret"
     secret.mkdir()
-    values = {"rw-host": "rw", "ro-host": "ro", "port": "5432", "dbname": "exam_results", "username": "exam_app", "password": "x"}
+    values = {"rw-host": "rw", "ro-host": "ro", "port": "5432", "dbname": "exam_results", "app-username": "exam_app",
+              "app-password": "x", "reader-username": "exam_reader", "reader-password": "x"}
     values.update(override)
     for key, value in values.items():
         (secret / key).write_text(value)

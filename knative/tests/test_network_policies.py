@@ -21,7 +21,7 @@ def build_cluster(rendered, values):
     pg_ns = values["postgres"]["namespace"] or ns
     cluster = Cluster()
     ips = (f"10.0.{i // 250}.{i % 250 + 1}" for i in itertools.count())
-    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": []}
+    eps = {"function": [], "pgbouncer": [], "postgres": [], "migrations": [], "upkeep": [], "tests": []}
     for ksvc in rendered.all("Service"):
         if ksvc["apiVersion"] != "serving.knative.dev/v1":
             continue
@@ -42,6 +42,11 @@ def build_cluster(rendered, values):
     for job in rendered.all("Job"):
         eps["migrations"].append(cluster.add(endpoint(
             job["metadata"]["name"], ns, job["spec"]["template"]["metadata"]["labels"], next(ips))))
+    for pod in rendered.all("Pod"):  # helm test
+        eps["tests"].append(cluster.add(endpoint(pod["metadata"]["name"], ns, pod["metadata"]["labels"], next(ips))))
+    for cronjob in rendered.all("CronJob"):
+        eps["upkeep"].append(cluster.add(endpoint(
+            cronjob["metadata"]["name"], ns, cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"], next(ips))))
     for i, role in enumerate(["primary", "replica", "replica"]):
         eps["postgres"].append(cluster.add(endpoint(
             f"{values['postgres']['clusterName']}-{i + 1}", pg_ns,
@@ -51,7 +56,8 @@ def build_cluster(rendered, values):
     others = {
         "activator": cluster.add(endpoint("activator", "knative-serving", {"app": "activator"}, next(ips))),
         "autoscaler": cluster.add(endpoint("autoscaler", "knative-serving", {"app": "autoscaler"}, next(ips))),
-        "kourier": cluster.add(endpoint("kourier-gateway", "kourier-system", {"app": "3scale-kourier-gateway"}, next(ips))),
+        "kourier": cluster.add(endpoint("kourier-gateway", "kourier-system", {"app": "3scale-kourier-gateway"}, next(ips),
+                                        [("http2", 8080, "TCP"), ("http2-local", 8081, "TCP")])),
         "prometheus": cluster.add(endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}, next(ips))),
         "dns": cluster.add(endpoint("coredns", "kube-system", {"k8s-app": "kube-dns"}, next(ips),
                                     [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])),
@@ -61,6 +67,8 @@ def build_cluster(rendered, values):
         "foreign": cluster.add(endpoint("other-team", "default", {"app.kubernetes.io/component": "function",
                                                                    "app.kubernetes.io/part-of": "exam-results"}, next(ips))),
         "internet": cluster.add(endpoint("internet", None, {}, "93.184.216.34", [("https", 443, "TCP"), ("pg", 5432, "TCP")])),
+        # an RDS endpoint inside ci/rds-values.yaml's subnets
+        "rds": cluster.add(endpoint("rds-primary", None, {}, "10.20.64.10", [("pg", 5432, "TCP"), ("https", 443, "TCP")])),
     }
     for policy in rendered.all("NetworkPolicy"):
         cluster.add_policy(ns, policy)
@@ -127,7 +135,7 @@ def test_postgres_accepts_sql_only_from_pgbouncer_its_peers_the_operator_and_mig
     for pg in eps["postgres"]:
         sources = {src.name for src in everyone(eps, others) if src is not pg and cluster.allowed(src, pg, 5432)}
         expected = ({e.name for e in eps["pgbouncer"]} | {e.name for e in eps["postgres"] if e is not pg}
-                    | {e.name for e in eps["migrations"]} | {"cnpg-controller"})
+                    | {e.name for e in eps["migrations"]} | {e.name for e in eps["upkeep"]} | {"cnpg-controller"})
         assert sources == expected
         assert {src.name for src in everyone(eps, others) if src is not pg and cluster.allowed(src, pg, 8000)} == (
             {e.name for e in eps["postgres"] if e is not pg} | {"cnpg-controller"})
@@ -154,7 +162,7 @@ def test_the_app_tier_graph_is_exactly_functions_pgbouncer_postgres(graph):
             if src is not dst and cluster.reachable_ports(src, dst):
                 edges.add((src_kind, dst_kind))
     assert edges == {("function", "pgbouncer"), ("pgbouncer", "postgres"),
-                     ("migrations", "postgres"), ("postgres", "postgres")}
+                     ("migrations", "postgres"), ("upkeep", "postgres"), ("postgres", "postgres")}
 
 
 def test_default_deny_isolates_any_other_pod_in_the_namespace(graph):
@@ -214,3 +222,39 @@ def test_node_local_dns_cache_is_reachable_only_when_listed():
         for src in eps["function"] + eps["pgbouncer"]:
             assert cluster.allowed(src, cache, 53, "UDP") is expected
             assert not cluster.allowed(src, cache, 443)
+
+
+@pytest.mark.parametrize("value_set", ["default", "prod", "rds"])
+def test_pgbouncer_and_the_migration_job_reach_the_database_of_the_value_set(rendered_sets, value_set):
+    """CloudNativePG: the instance pods; RDS (postgres.provider external): the
+    database's address ranges on postgres.port, and no CloudNativePG pod."""
+    cluster, eps, others = build_cluster(rendered_sets[value_set], cs.effective_values(value_set))
+    external = value_set == "rds"
+    assert eps["migrations"] and eps["pgbouncer"] and eps["upkeep"]
+    for src in eps["pgbouncer"] + eps["migrations"] + eps["upkeep"]:
+        assert cluster.allowed(src, others["rds"], 5432) is external, src.name
+        assert not cluster.allowed(src, others["rds"], 443), src.name
+        assert not cluster.allowed(src, others["internet"], 5432), src.name
+        for pg in eps["postgres"]:
+            assert cluster.allowed(src, pg, 5432) is (not external), (src.name, pg.name)
+    for fn in eps["function"]:
+        assert not cluster.allowed(fn, others["rds"], 5432)
+    if external:
+        assert not any(p["spec"]["podSelector"].get("matchLabels", {}).get("cnpg.io/cluster")
+                       for p in rendered_sets[value_set].all("NetworkPolicy"))
+
+
+def test_an_external_database_without_address_ranges_is_refused():
+    message = cs.render_error({"postgres": {"provider": "external"}})
+    assert "postgres.external.cidrs is empty" in message
+    assert cs.render({"postgres": {"provider": "external"}, "networkPolicy": {"enabled": False}}).all("Deployment")
+
+
+def test_helm_test_pods_reach_only_the_knative_data_plane_and_dns(graph):
+    cluster, eps, others = graph
+    assert eps["tests"]
+    for pod in eps["tests"]:
+        assert cluster.allowed(pod, others["kourier"], 8081)
+        assert cluster.allowed(pod, others["dns"], 53, "UDP")
+        for dst in eps["function"] + eps["pgbouncer"] + eps["postgres"] + [others["internet"]]:
+            assert not cluster.reachable_ports(pod, dst), (pod.name, dst.name)

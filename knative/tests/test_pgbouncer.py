@@ -111,8 +111,12 @@ def test_credentials_come_from_the_connection_secret_as_files(default_render):
     init = pod["initContainers"][0]
     assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]}["db-secret"] == "/etc/pgbouncer-secret"
     script = default_render.one("ConfigMap", "pgbouncer-config")["data"]["render-config.sh"]
-    for key in ("rw-host", "ro-host", "port", "dbname", "username", "password"):
+    for key in ("rw-host", "ro-host", "port", "dbname", "app-username", "app-password", "reader-username", "reader-password"):
         assert f"$(key {key})" in script
+    # least privilege: the owner's credentials are neither read nor mounted
+    assert "$(key username)" not in script and "$(key password)" not in script
+    mounted = {item["key"] for item in volumes["db-secret"]["secret"]["items"]}
+    assert "username" not in mounted and "password" not in mounted
     # no container takes a secret through its environment
     for container in pod["containers"] + pod["initContainers"]:
         assert not any("secretKeyRef" in (e.get("valueFrom") or {}) for e in container.get("env", []))

@@ -63,6 +63,43 @@ def test_inconsistent_settings_are_refused(sets, expected):
     assert expected in cs.render_error(sets=sets)
 
 
+@pytest.mark.parametrize("sets, expected", [
+    # Knative refuses each of these (knative/checks/rules_test.go runs its validation on them)
+    (("functions.getResult.traffic[0].latestRevision=true", "functions.getResult.traffic[0].percent=100",
+      "functions.getResult.traffic[0].tag=7f3e2a1"),
+     'functions.getResult.traffic[0].tag "7f3e2a1" is not a DNS-1035 label'),
+    (("functions.getResult.autoscaling.scaleDownDelay=2h",),
+     'functions.getResult.autoscaling.scaleDownDelay "2h" is above Knative\'s maximum of 1h'),
+    (("functions.getResult.autoscaling.scaleDownDelay=61m",),
+     'functions.getResult.autoscaling.scaleDownDelay "61m" is above Knative\'s maximum of 1h'),
+    (("functions.updateResult.autoscaling.initialScale=0",),
+     "functions.updateResult.autoscaling.initialScale 0 is refused by Knative unless the cluster's config-autoscaler "
+     "sets allow-zero-initial-scale"),
+    (("functions.getResult.autoscaling.window=5s",), 'functions.getResult.autoscaling.window "5s" is outside'),
+    (("functions.getResult.autoscaling.activationScale=200",), "activationScale 200 is above maxScale 100"),
+    (("functions.getResult.autoscaling.panicThresholdPercentage=1001",), "/functions/getResult/autoscaling/panicThresholdPercentage"),
+    (("functions.getResult.revision=v0-1-0-abcdef1234567890abcdef1234567890abcd",), "/functions/getResult/revision"),
+    (("functions.getResult.revision=v2", "functions.getResult.traffic[0].revision=v1", "functions.getResult.traffic[0].percent=100"),
+     'functions.getResult.traffic[0].revision "v1" is not functions.getResult.revision "v2"'),
+])
+def test_values_knative_refuses_are_refused_at_render_time_naming_the_value(sets, expected):
+    assert expected in cs.render_error(sets=sets)
+
+
+@pytest.mark.parametrize("sets", [
+    ("functions.getResult.autoscaling.scaleDownDelay=1h",),
+    ("functions.getResult.autoscaling.scaleDownDelay=59m59s",),
+    ("knative.allowZeroInitialScale=true", "functions.updateResult.autoscaling.initialScale=0"),
+    ("functions.getResult.autoscaling.window=6s", "functions.getResult.autoscaling.panicWindowPercentage=10",
+     "functions.getResult.autoscaling.panicThresholdPercentage=200", "functions.getResult.autoscaling.targetBurstCapacity=-1",
+     "functions.getResult.autoscaling.activationScale=3"),
+    ("functions.getResult.traffic[0].latestRevision=true", "functions.getResult.traffic[0].percent=100",
+     "functions.getResult.traffic[0].tag=c7f3e2a1"),
+])
+def test_values_knative_accepts_render(sets):
+    assert cs.render(sets=sets).one("Service", "get-result")
+
+
 def test_the_concurrency_target_is_one_set_away_and_stays_valid():
     rendered = cs.render(sets=("functions.listResults.autoscaling.target=45",))
     ksvc = rendered.one("Service", "list-results")

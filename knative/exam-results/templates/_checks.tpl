@@ -2,6 +2,14 @@
 Render-time checks. Each failure names the values involved and the numbers,
 so `helm template`/`helm install` stops with a message an operator can act on.
 */}}
+{{/* Seconds of a duration written as the schema allows: 0, or <h>h<m>m<s>s with each part optional. */}}
+{{- define "exam-results.durationSeconds" -}}
+{{- $h := regexFind "[0-9]+h" . | trimSuffix "h" | default "0" | int -}}
+{{- $m := regexFind "[0-9]+m" . | trimSuffix "m" | default "0" | int -}}
+{{- $s := regexFind "[0-9]+s" . | trimSuffix "s" | default "0" | int -}}
+{{ add (mul $h 3600) (mul $m 60) $s }}
+{{- end }}
+
 {{- define "exam-results.checks" -}}
 {{- $v := .Values -}}
 {{- $table := include "exam-results.functionTable" . | fromYaml -}}
@@ -65,9 +73,32 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- end -}}
 {{- end -}}
 {{- if $fn.revision -}}
-{{- $rev := printf "%s-%s" $meta.name $fn.revision -}}
+{{- /* <service>-<revision>-<6 hex of the template's hash> */ -}}
+{{- $rev := printf "%s-%s-123456" $meta.name $fn.revision -}}
 {{- if gt (len $rev) 63 -}}
-{{- fail (printf "%s.revision: revision name %q is %d characters, the limit is 63" $where $rev (len $rev)) -}}
+{{- fail (printf "%s.revision: %q makes revision names of %d characters (<service>-<revision>-<6-character template hash>), the limit is 63" $where $fn.revision (len $rev)) -}}
+{{- end -}}
+{{- end -}}
+{{- /* Knative's autoscaler limits (knative.dev/serving pkg/apis/autoscaling). */ -}}
+{{- $delay := include "exam-results.durationSeconds" $as.scaleDownDelay | int -}}
+{{- if gt $delay 3600 -}}
+{{- fail (printf "%s.autoscaling.scaleDownDelay %q is above Knative's maximum of 1h" $where $as.scaleDownDelay) -}}
+{{- end -}}
+{{- if hasKey $as "window" -}}
+{{- $window := include "exam-results.durationSeconds" $as.window | int -}}
+{{- if or (lt $window 6) (gt $window 3600) -}}
+{{- fail (printf "%s.autoscaling.window %q is outside Knative's bounds of 6s to 1h" $where $as.window) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (int $as.initialScale) 0) (not $v.knative.allowZeroInitialScale) -}}
+{{- fail (printf "%s.autoscaling.initialScale 0 is refused by Knative unless the cluster's config-autoscaler sets allow-zero-initial-scale: \"true\"; set knative.allowZeroInitialScale: true if it does" $where) -}}
+{{- end -}}
+{{- if hasKey $as "activationScale" -}}
+{{- if lt (int $as.activationScale) (int $as.minScale) -}}
+{{- fail (printf "%s.autoscaling.activationScale %d is below minScale %d" $where (int $as.activationScale) (int $as.minScale)) -}}
+{{- end -}}
+{{- if gt (int $as.activationScale) (int $as.maxScale) -}}
+{{- fail (printf "%s.autoscaling.activationScale %d is above maxScale %d" $where (int $as.activationScale) (int $as.maxScale)) -}}
 {{- end -}}
 {{- end -}}
 {{- if $fn.traffic -}}
@@ -85,7 +116,16 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- fail (printf "%s.traffic[%d]: revisionName %q does not belong to service %s (names start with %s-)" $where $i $t.revisionName $meta.name $meta.name) -}}
 {{- end -}}
 {{- $sum = add $sum (int ($t.percent | default 0)) -}}
+{{- if and $t.revision (ne $t.revision ($fn.revision | default "")) -}}
+{{- fail (printf "%s.traffic[%d].revision %q is not functions.%s.revision %q: revision names the revision this release creates; name any other revision with revisionName (as the Service's status shows it)" $where $i $t.revision $key ($fn.revision | default "")) -}}
+{{- end -}}
 {{- with $t.tag -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" .) -}}
+{{- fail (printf "%s.traffic[%d].tag %q is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter): Knative refuses it" $where $i .) -}}
+{{- end -}}
+{{- if gt (len (printf "%s-%s" . $meta.name)) 63 -}}
+{{- fail (printf "%s.traffic[%d].tag %q: the tagged route name %s-%s is over 63 characters" $where $i . . $meta.name) -}}
+{{- end -}}
 {{- if hasKey $tags . -}}
 {{- fail (printf "%s.traffic[%d]: tag %q is used twice" $where $i .) -}}
 {{- end -}}
@@ -99,7 +139,12 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- end -}}
 {{- end -}}
 
-{{- /* 4. Migrations need the SQL files in the chart. */ -}}
+{{- /* 4. An external database needs its address ranges, or no policy lets anything reach it. */ -}}
+{{- if and (eq $v.postgres.provider "external") $v.networkPolicy.enabled (not $v.postgres.external.cidrs) -}}
+{{- fail "postgres.provider is external and networkPolicy.enabled is true, but postgres.external.cidrs is empty: list the database's address ranges (for RDS, its DB subnet group's subnets), or PgBouncer and the migration Job cannot reach it" -}}
+{{- end -}}
+
+{{- /* 5. Migrations need the SQL files in the chart. */ -}}
 {{- if $v.migrations.enabled -}}
 {{- $files := .Files.Glob "migrations/*.sql" -}}
 {{- if eq (len $files) 0 -}}

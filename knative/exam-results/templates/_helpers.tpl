@@ -4,13 +4,20 @@ Services are named after the functions and PgBouncer's Service is "pgbouncer",
 so one release per namespace.
 */}}
 
-{{/* The five functions: values key -> Service name and access (read|write). */}}
+{{/*
+The functions, from functions.yaml (the one list of them): a YAML document
+{functions: [{name, key, access, method, route, port}, ...]}. Use as
+  (include "exam-results.functions" . | fromYaml).functions
+*/}}
+{{- define "exam-results.functions" -}}
+{{ .Files.Get "functions.yaml" }}
+{{- end }}
+
+{{/* The same list as a map: values key -> {name, access}, read from functions.yaml. */}}
 {{- define "exam-results.functionTable" -}}
-createResult: {name: create-result, access: write}
-getResult: {name: get-result, access: read}
-listResults: {name: list-results, access: read}
-updateResult: {name: update-result, access: write}
-deleteResult: {name: delete-result, access: write}
+{{- range (include "exam-results.functions" . | fromYaml).functions }}
+{{ .key }}: {name: {{ .name }}, access: {{ .access }}}
+{{- end }}
 {{- end }}
 
 {{- define "exam-results.chart" -}}
@@ -86,4 +93,76 @@ cnpg.io/cluster: {{ .Values.postgres.clusterName }}
 {{- $perPod = mul $perPod 2 -}}
 {{- end -}}
 {{ mul (int $fn.autoscaling.maxScale) $perPod }}
+{{- end }}
+
+{{/*
+TLS to PostgreSQL: the volume holding the CA certificate as ca.crt, and the
+libpq environment that verifies the server with it. Called with
+(dict "root" $ "configMap" <ConfigMap name used when database.tls.caBundle is set>).
+*/}}
+{{- define "exam-results.postgresCA.volume" -}}
+{{- $tls := .root.Values.database.tls -}}
+- name: postgres-ca
+  {{- if $tls.caBundle }}
+  configMap:
+    name: {{ .configMap }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+  {{- else }}
+  secret:
+    secretName: {{ $tls.caSecret.secretName | default .root.Values.database.existingSecret }}
+    items:
+      - {key: {{ $tls.caSecret.key }}, path: ca.crt}
+    defaultMode: 0444
+  {{- end }}
+{{- end }}
+
+{{- define "exam-results.postgresCA.mountPath" -}}
+/etc/postgres-ca
+{{- end }}
+
+{{- define "exam-results.postgresCA.libpqEnv" -}}
+- {name: PGSSLMODE, value: {{ .Values.database.tls.sslmode | quote }}}
+- {name: PGSSLROOTCERT, value: {{ printf "%s/ca.crt" (include "exam-results.postgresCA.mountPath" .) | quote }}}
+{{- end }}
+
+{{/*
+NetworkPolicy peers of the database: the CloudNativePG instance pods, or the
+external database's address ranges (postgres.provider external, e.g. RDS).
+*/}}
+{{- define "exam-results.postgres.egressPeers" -}}
+{{- if eq .Values.postgres.provider "external" }}
+{{- range .Values.postgres.external.cidrs }}
+- ipBlock:
+    cidr: {{ . }}
+{{- end }}
+{{- else }}
+- podSelector:
+    matchLabels:
+      {{- include "exam-results.postgres.selectorLabels" . | nindent 6 }}
+  {{- with .Values.postgres.namespace }}
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart renders the policies that select the CloudNativePG pods. */}}
+{{- define "exam-results.postgres.policiesInRelease" -}}
+{{- if and (eq .Values.postgres.provider "cloudnative-pg") (not .Values.postgres.namespace) }}true{{ end -}}
+{{- end }}
+
+{{/* Selector labels of the `helm test` Pods. */}}
+{{- define "exam-results.tests.selectorLabels" -}}
+app.kubernetes.io/name: exam-results-tests
+app.kubernetes.io/component: chart-test
+app.kubernetes.io/part-of: exam-results
+{{- end }}
+
+{{/* Selector labels of the partition-upkeep CronJob's pods. */}}
+{{- define "exam-results.partitionUpkeep.selectorLabels" -}}
+app.kubernetes.io/name: partition-upkeep
+app.kubernetes.io/component: database-upkeep
+app.kubernetes.io/part-of: exam-results
 {{- end }}
