@@ -174,6 +174,8 @@ class ServiceState:
         percent, tag), i.e. the Route has been reprogrammed."""
 
         def key(ts: list[TrafficTarget]) -> list[tuple[str, int, str]]:
-            return sorted((t.revision or "@latest", t.percent, t.tag or "") for t in ts)
+            # status names the revision a latestRevision target resolved to; compare it as "latest"
+            return sorted(("@latest" if t.latest or not t.revision else t.revision, t.percent, t.tag or "")
+                          for t in ts)
 
         return self.routes_reconciled and key(self.status_traffic) == key(wanted)

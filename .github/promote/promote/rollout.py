@@ -14,8 +14,9 @@
    for the Route to report it, then check the gates every ``check_interval``
    for ``bake_seconds``. Every check must pass: one failing check (a flapping
    canary) fails the step.
-6. Success: candidate 100 %, the old stable kept at 0 % under the tag
-   ``previous`` (one-command manual rollback). Any failure: stable 100 %, the
+6. Success: candidate 100 %, routed as the Service's latest revision (so a
+   later template change, e.g. tuning a target, takes effect), the old stable
+   kept at 0 % under the tag ``previous`` (one-command manual rollback). Any failure: stable 100 %, the
    ``candidate`` tag removed, and the run fails.
 
 Everything that talks to the outside (cluster, Prometheus, clock, smoke
@@ -367,7 +368,12 @@ class Rollout:
         self._apply_and_wait([TrafficTarget(stable, 100), *keep], "rollback")
 
     def _finish(self, stable: Optional[str]) -> None:
-        final = [TrafficTarget(self.candidate, 100)]
+        # The promoted revision is routed as "the latest revision", so that a
+        # later `helm upgrade --set …` that changes the template (tuning a
+        # target) is served at once instead of creating a revision with 0 %;
+        # unless something else became the latest meanwhile: then by name.
+        latest = self.cluster.get(self.cfg.function).latest_ready == self.candidate
+        final = [TrafficTarget(None if latest else self.candidate, 100)]
         if stable:
             final.append(TrafficTarget(stable, 0, PREVIOUS_TAG))
         # The candidate already serves 100 % here; only the tags change, so a

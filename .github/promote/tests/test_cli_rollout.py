@@ -94,7 +94,7 @@ def test_a_good_candidate_is_promoted_through_the_command_line(prometheus, tmp_p
     assert "--no-hooks" not in calls[0] and all(c.endswith("--no-hooks") for c in calls[1:])
     assert all(f"--description chart@{'c' * 40}" in c for c in calls)
     values = json.loads((fakes["state"] / "values.json").read_text())["getResult"]
-    assert values["traffic"] == [{"revisionName": "get-result-live0ok", "percent": 100},
+    assert values["traffic"] == [{"latestRevision": True, "percent": 100},
                                  {"revisionName": "get-result-0a1b2c3", "percent": 0, "tag": "previous"}]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["decision"] == "promoted" and report["environment"] == "staging"

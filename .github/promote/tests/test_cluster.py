@@ -4,6 +4,7 @@ line, and (with the real Helm engine) what the chart renders from them."""
 from __future__ import annotations
 
 import copy
+import re
 import stat
 import sys
 from pathlib import Path
@@ -145,12 +146,16 @@ def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_o
                         [TrafficTarget("get-result-abc1234", 100), TrafficTarget("get-result-0a1b2c3", 0, "previous")]),
     ]
     values = release
+    names = set()
     for over in steps:
         values = _merge(values, over)  # what --reset-then-reuse-values plus --values does
         after = _render(values)
         ksvc = after["get-result"]
         assert k8s_validate.validate_objects([ksvc]) == []
-        assert ksvc["spec"]["template"]["metadata"]["name"] == "get-result-abc1234"
+        # <service>-<commit>-<hash of the rendered template>: traffic steps leave the template alone
+        name = ksvc["spec"]["template"]["metadata"]["name"]
+        assert re.fullmatch(r"get-result-abc1234-[0-9a-f]{6}", name), name
+        names.add(name)
         assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + DIGEST)
         wanted = over["functions"]["getResult"]["traffic"]
         assert [(t["revisionName"], t["percent"], t.get("tag")) for t in ksvc["spec"]["traffic"]] == [
@@ -158,6 +163,7 @@ def test_each_rollout_step_renders_the_intended_knative_service_and_leaves_the_o
         assert all(t["latestRevision"] is False for t in ksvc["spec"]["traffic"])
         for other in ("create-result", "list-results", "update-result", "delete-result"):
             assert after[other] == before[other], f"{other} changed while get-result was promoted"
+    assert len(names) == 1, names
 
 
 def test_the_recorded_states_are_valid_knative_services(fixtures_dir):

@@ -46,7 +46,7 @@ def test_a_good_canary_is_promoted_step_by_step_and_the_old_revision_kept_as_pre
         [(OLD, 90, None), ("get-result-good001", 10, "candidate"), (PREV, 0, "previous")],
         [(OLD, 50, None), ("get-result-good001", 50, "candidate"), (PREV, 0, "previous")],
         [(OLD, 0, None), ("get-result-good001", 100, "candidate"), (PREV, 0, "previous")],
-        [("get-result-good001", 100, None), (OLD, 0, "previous")],
+        [(None, 100, None), (OLD, 0, "previous")],
     ]
     assert [s.percent for s in report.steps] == [10, 50, 100]
     assert all(s.passed and len(s.checks) == 4 for s in report.steps)
@@ -212,7 +212,7 @@ def test_a_first_rollout_with_nothing_to_fall_back_on_is_still_smoke_tested_and_
                              smoke=lambda url: smoked.append(url) or [])
     assert report.decision is Decision.PROMOTED and report.old_revision is None
     assert smoked and all(len(s.checks) == 4 for s in report.steps)
-    assert cluster.splits()[-1] == [("get-result-good001", 100, None)]  # the candidate tag is gone
+    assert cluster.splits()[-1] == [(None, 100, None)]  # the candidate tag is gone
 
 
 def test_a_bad_first_rollout_fails_loudly_because_there_is_nothing_to_roll_back_to(prometheus):
@@ -243,7 +243,7 @@ def test_the_first_pipeline_deploy_after_a_plain_helm_install_pins_the_generated
     assert report.old_revision == "get-result-00001"
     assert report.decision is Decision.PROMOTED
     assert cluster.splits()[0][:2] == [("get-result-00001", 100, None), (None, 0, "candidate")]
-    assert cluster.splits()[-1] == [("get-result-good001", 100, None), ("get-result-00001", 0, "previous")]
+    assert cluster.splits()[-1] == [(None, 100, None), ("get-result-00001", 0, "previous")]
 
 
 def test_the_candidates_name_is_read_from_the_services_status_not_assumed(prometheus):
@@ -254,7 +254,7 @@ def test_the_candidates_name_is_read_from_the_services_status_not_assumed(promet
     assert report.new_revision == "get-result-good001"
     assert [a[0] for a in cluster.applied] == ["c0ffee1"] * 5
     assert cluster.splits()[1][:2] == [(OLD, 90, None), ("get-result-good001", 10, "candidate")]
-    assert cluster.splits()[-1] == [("get-result-good001", 100, None), (OLD, 0, "previous")]
+    assert cluster.splits()[-1] == [(None, 100, None), (OLD, 0, "previous")]
 
 
 def test_an_unchanged_template_creates_no_revision_and_nothing_is_rolled_out(prometheus):
