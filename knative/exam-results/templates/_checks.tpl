@@ -20,7 +20,7 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- $parts := list -}}
 {{- range $key := keys $table | sortAlpha -}}
 {{- $meta := index $table $key -}}
-{{- $fn := index $v.functions $key -}}
+{{- $fn := include "exam-results.functionValues" (dict "root" $ "key" $key "access" $meta.access) | fromYaml -}}
 {{- if $fn.enabled -}}
 {{- $n := include "exam-results.function.maxClientConnections" (dict "fn" $fn "access" $meta.access) | int -}}
 {{- $total = add $total $n -}}
@@ -46,7 +46,7 @@ so `helm template`/`helm install` stops with a message an operator can act on.
 {{- /* 3. Per function: scale bounds, BYO revision names, traffic blocks. */ -}}
 {{- range $key := keys $table | sortAlpha -}}
 {{- $meta := index $table $key -}}
-{{- $fn := index $v.functions $key -}}
+{{- $fn := include "exam-results.functionValues" (dict "root" $ "key" $key "access" $meta.access) | fromYaml -}}
 {{- if $fn.enabled -}}
 {{- $as := $fn.autoscaling -}}
 {{- $where := printf "functions.%s" $key -}}

@@ -20,6 +20,19 @@ The functions, from functions.yaml (the one list of them): a YAML document
 {{- end }}
 {{- end }}
 
+{{/*
+A function's settings: its block under functions.<key>, or, for a function of
+functions.yaml that has no block yet (one just added), the block of its access
+under newFunctionDefaults. A block is used whole, never merged with the
+defaults (Helm's merge skips zero values, so minScale: 0 or enabled: false
+would be lost). Use as
+  (include "exam-results.functionValues" (dict "root" $ "key" .key "access" .access) | fromYaml)
+*/}}
+{{- define "exam-results.functionValues" -}}
+{{- $own := index .root.Values.functions .key -}}
+{{- toYaml ($own | default (index .root.Values.newFunctionDefaults .access)) -}}
+{{- end }}
+
 {{- define "exam-results.chart" -}}
 {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -18,7 +18,7 @@ created from the Service's status.latestCreatedRevisionName.
 {{- define "exam-results.knativeService" -}}
 {{- $root := .root -}}
 {{- $name := .meta.name -}}
-{{- $fn := index $root.Values.functions .meta.key -}}
+{{- $fn := include "exam-results.functionValues" (dict "root" $root "key" .meta.key "access" .meta.access) | fromYaml -}}
 {{- if $fn.enabled }}
 {{- $args := dict "root" $root "meta" .meta "fn" $fn -}}
 {{- $tmplMeta := include "exam-results.knativeService.templateMetadata" $args -}}
