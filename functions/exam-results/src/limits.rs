@@ -99,6 +99,9 @@ enum Phase {
 #[derive(Debug)]
 pub struct ConnectionState {
     phase: Mutex<Phase>,
+    /// The connection task, parked on a read while a request was served:
+    /// woken when the request ends so the idle timeout starts counting.
+    parked_reader: Mutex<Option<std::task::Waker>>,
     stalled: Mutex<Option<Stall>>,
     limits: ServeLimits,
     peer: SocketAddr,
@@ -111,6 +114,7 @@ impl ConnectionState {
             phase: Mutex::new(Phase::Idle {
                 since: Instant::now(),
             }),
+            parked_reader: Mutex::new(None),
             stalled: Mutex::new(None),
             limits,
             peer,
@@ -183,6 +187,16 @@ impl Drop for RequestGuard {
                 since: Instant::now(),
             },
         };
+        drop(phase);
+        let parked = self
+            .0
+            .parked_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(waker) = parked {
+            waker.wake();
+        }
     }
 }
 
@@ -239,6 +253,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => {
                 let Some((deadline, stall)) = this.state.deadline() else {
+                    *this
+                        .state
+                        .parked_reader
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
                     return Poll::Pending;
                 };
                 if this.timer.deadline() != deadline {
@@ -401,6 +420,7 @@ where
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.done = true;
+                    telemetry::record_body_timeout();
                     Poll::Ready(Some(Err(Box::new(BodyTimeout))))
                 }
                 Poll::Pending => Poll::Pending,

@@ -29,9 +29,7 @@ use warp::{Filter, Reply};
 use crate::config::{Access, Config};
 use crate::error::ApiError;
 use crate::http::{context, finish, handle_rejection};
-use crate::limits::{
-    raw_error_response, BodyTimeout, ConnectionState, ServeLimits, TimedBody, WatchedIo,
-};
+use crate::limits::{raw_error_response, ConnectionState, ServeLimits, TimedBody, WatchedIo};
 use crate::operations::{classify, health};
 use crate::ratelimit::RateLimit;
 use crate::state::AppState;
@@ -108,32 +106,6 @@ struct Shared {
     rate_limit: Option<Arc<RateLimit>>,
 }
 
-/// Serves `app` on `listener` with the default [`ServeLimits`] and no rate
-/// limit until `shutdown` resolves, then lets requests in flight finish for
-/// up to `drain` before returning.
-pub async fn serve<F>(
-    app: BoxedFilter<(Response,)>,
-    listener: TcpListener,
-    shutdown: F,
-    drain: Duration,
-) where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let defaults = Config::from_iter(
-        [(
-            "DATABASE_URL".to_owned(),
-            "postgres://localhost/db".to_owned(),
-        )],
-        Access::Write,
-    )
-    .map(|config| ServeLimits::from_config(&config));
-    let limits = match defaults {
-        Ok(limits) => ServeLimits { drain, ..limits },
-        Err(err) => unreachable!("the default configuration is valid: {err}"),
-    };
-    serve_with(app, listener, shutdown, limits, None).await;
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves, with every
 /// connection held to `limits` and, when given, public requests to the
 /// per-client `rate_limit`; then lets requests in flight finish for up to
@@ -142,7 +114,7 @@ pub async fn serve<F>(
 /// The accept loop takes a permit per connection; with
 /// `limits.max_connections` open, a new connection gets an immediate 503
 /// `overloaded` and is closed, while the open ones keep being served.
-pub async fn serve_with<F>(
+pub async fn serve<F>(
     app: BoxedFilter<(Response,)>,
     listener: TcpListener,
     shutdown: F,
@@ -303,15 +275,11 @@ fn connection_error_kind(err: &hyper::Error) -> &'static str {
     if err.is_incomplete_message() {
         return "incomplete";
     }
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if cause.downcast_ref::<BodyTimeout>().is_some() {
-            return "body_timeout";
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return "io";
-        }
-        source = cause.source();
+    if err
+        .source()
+        .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+    {
+        return "io";
     }
     "other"
 }
@@ -447,7 +415,7 @@ async fn run_async(function: Function, config: Config) -> ExitCode {
         Access::Read => RateLimit::from_config(&config),
         Access::Write => None,
     };
-    serve_with(
+    serve(
         app(function, state),
         listener,
         shutdown_signal(),

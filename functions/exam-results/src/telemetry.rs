@@ -295,6 +295,12 @@ pub fn record_connection_error(
     tracing::debug!(function = function(), kind, peer = %peer, error = %error, "connection error");
 }
 
+/// Records a request whose body did not arrive within `HTTP_BODY_READ_TIMEOUT_MS`
+/// (the request is answered 400 and its connection closed).
+pub fn record_body_timeout() {
+    counter!(CONNECTION_ERRORS, "kind" => "body_timeout").increment(1);
+}
+
 /// Records a failed `accept` (e.g. the open-file limit): always logged, at most
 /// once a second with the count since the last line.
 pub fn record_accept_error(error: &std::io::Error) {

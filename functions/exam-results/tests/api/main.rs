@@ -1,13 +1,16 @@
 //! End-to-end tests of the five functions over real HTTP, against a real
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
+mod bad_input;
 mod create;
 mod delete;
 mod docs;
 mod errors;
 mod get;
+mod hardening;
 mod list;
 mod metrics;
+mod raw;
 mod replica;
 mod resilience;
 mod schema;
