@@ -378,6 +378,7 @@ pub fn run(function: Function) -> ExitCode {
 async fn run_async(function: Function, config: Config) -> ExitCode {
     telemetry::init_logging(&config.log_level, config.log_format());
     telemetry::set_function(function.name);
+    telemetry::log_panics();
     let handle = telemetry::init_metrics(function.name);
     telemetry::spawn_upkeep(handle.clone());
     let state = AppState::from_config(&config);

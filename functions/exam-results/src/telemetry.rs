@@ -103,6 +103,25 @@ pub fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Logs a panic as one JSON line (message and location) instead of the
+/// standard multi-line report on stderr. The serving loop answers the request
+/// that panicked with a 500 and keeps the connection.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(function = function(), panic = %message, location, "panic");
+    }));
+}
+
 /// Writes out every buffered log line (at shutdown).
 pub fn flush_logs() {
     drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());

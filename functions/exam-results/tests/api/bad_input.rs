@@ -219,7 +219,11 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
     if !only.is_empty() {
         cases.retain(|case| only.contains(&case.line));
     }
-    assert!(!only.is_empty() || cases.len() >= 300, "only {} cases", cases.len());
+    assert!(
+        !only.is_empty() || cases.len() >= 300,
+        "only {} cases",
+        cases.len()
+    );
     for function in FUNCTIONS.into_iter().filter(|_| only.is_empty()) {
         assert!(
             cases.iter().filter(|c| c.function == function).count() >= 30,

@@ -122,7 +122,10 @@ async fn an_authorized_put_whose_body_never_arrives_gets_a_400_within_the_body_t
         .as_bytes(),
     )
     .await;
-    let reply = conn.response(ms(BODY_MS + 2000), false).await.expect("a response");
+    let reply = conn
+        .response(ms(BODY_MS + 2000), false)
+        .await
+        .expect("a response");
     let took = started.elapsed();
     assert_eq!(
         (reply.status, reply.error_code().as_deref()),
@@ -280,4 +283,71 @@ async fn write_functions_are_not_rate_limited() {
             .await;
         assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 401);
     }
+}
+
+#[test]
+fn the_limits_table_matches_the_configuration_defaults() {
+    use exam_results::config::{Access, Config};
+    let doc = std::fs::read_to_string(crate::support::repo_root().join("docs/serving-limits.md"))
+        .unwrap();
+    let config = Config::from_iter(
+        [("DATABASE_URL".to_owned(), "postgres://a@b/c".to_owned())],
+        Access::Read,
+    )
+    .unwrap();
+    let defaults = [
+        (
+            "HTTP_IDLE_TIMEOUT_MS",
+            config.http_idle_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_HEADER_READ_TIMEOUT_MS",
+            config.http_header_read_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_BODY_READ_TIMEOUT_MS",
+            config.http_body_read_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_MAX_CONNECTIONS",
+            config.http_max_connections.to_string(),
+        ),
+        (
+            "HTTP_MAX_HEADER_BYTES",
+            config.http_max_header_bytes.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PER_SECOND",
+            config.rate_limit_per_second.to_string(),
+        ),
+        ("RATE_LIMIT_BURST", config.rate_limit_burst.to_string()),
+        (
+            "RATE_LIMIT_CLIENT_HEADER",
+            config
+                .rate_limit_client_header
+                .clone()
+                .unwrap_or_else(|| "unset".into()),
+        ),
+        (
+            "RATE_LIMIT_TRUSTED_HOPS",
+            config.rate_limit_trusted_hops.to_string(),
+        ),
+    ];
+    let rows: Vec<(String, String)> = doc
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), cells.get(2)?.to_string()))
+        })
+        .filter(|(name, _)| name.starts_with("HTTP_") || name.starts_with("RATE_LIMIT_"))
+        .collect();
+    let expected: Vec<(String, String)> = defaults
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "docs/serving-limits.md's table vs config.rs"
+    );
 }

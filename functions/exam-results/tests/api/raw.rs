@@ -124,7 +124,11 @@ impl RawConn {
 }
 
 /// Sends `bytes` on a new connection and reads one response.
-pub(crate) async fn exchange(address: SocketAddr, bytes: &[u8], wait: Duration) -> Option<RawReply> {
+pub(crate) async fn exchange(
+    address: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> Option<RawReply> {
     let mut conn = RawConn::open(address).await;
     conn.send(bytes).await;
     conn.response(wait, false).await
