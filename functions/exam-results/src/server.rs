@@ -185,7 +185,11 @@ fn refuse(stream: TcpStream, open: usize) {
     // Read what already arrived so closing sends FIN, not RST (which could
     // discard the response before the client reads it).
     let mut sink = [0u8; 4096];
-    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
     if let Ok(stream) = stream.into_std() {
         let _ = stream.shutdown(std::net::Shutdown::Write);
     }
