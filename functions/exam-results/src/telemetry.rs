@@ -330,10 +330,12 @@ pub fn record_accept_error(error: &std::io::Error) {
     }
 }
 
-/// Records a connection refused at the connection cap: counted, and logged at
-/// most once a second with the count since the last line.
+/// Records a connection refused at the connection cap (answered 503
+/// `overloaded`): counted, and logged at most once a second with the count
+/// since the last line.
 pub fn record_connection_refused(open: usize) {
     counter!(CONNECTIONS_REFUSED).increment(1);
+    counter!(ERRORS, "code" => "overloaded").increment(1);
     static THROTTLE: Throttle = Throttle::new();
     if let Some(count) = THROTTLE.ready() {
         tracing::warn!(

@@ -351,3 +351,68 @@ fn the_limits_table_matches_the_configuration_defaults() {
         "docs/serving-limits.md's table vs config.rs"
     );
 }
+
+#[tokio::test]
+async fn refusals_timeouts_malformed_requests_and_429s_are_counted() {
+    let handle = exam_results::telemetry::init_metrics("test-suite");
+    let app = spawn_strict(
+        GET,
+        &[
+            ("HTTP_MAX_CONNECTIONS", "2"),
+            ("RATE_LIMIT_PER_SECOND", "1"),
+            ("RATE_LIMIT_BURST", "1"),
+        ],
+    )
+    .await;
+    let malformed = exchange(app.address, b"hello\r\n\r\n", ms(2000))
+        .await
+        .unwrap();
+    assert_eq!(malformed.error_code().as_deref(), Some("bad_request"));
+    let mut limited = None;
+    for _ in 0..2 {
+        limited = exchange(
+            app.address,
+            b"GET /results/2024/1 HTTP/1.1\r\n\r\n",
+            ms(2000),
+        )
+        .await;
+    }
+    assert_eq!(limited.unwrap().status, 429);
+    let mut silent = vec![
+        RawConn::open(app.address).await,
+        RawConn::open(app.address).await,
+    ];
+    tokio::time::sleep(ms(100)).await;
+    let refused = exchange(app.address, b"GET /healthz HTTP/1.1\r\n\r\n", ms(2000)).await;
+    assert_eq!(refused.unwrap().status, 503);
+    for conn in &mut silent {
+        assert!(conn.closed_within(ms(IDLE_MS + 2000)).await.is_some());
+    }
+    tokio::time::sleep(ms(100)).await;
+
+    let text = handle.render();
+    for (metric, label) in [
+        (
+            "exam_results_http_connection_errors_total",
+            "kind=\"malformed_request\"",
+        ),
+        (
+            "exam_results_http_connection_errors_total",
+            "kind=\"idle_timeout\"",
+        ),
+        ("exam_results_http_connections_refused_total", ""),
+        ("exam_results_errors_total", "code=\"rate_limited\""),
+        ("exam_results_errors_total", "code=\"overloaded\""),
+    ] {
+        let counted = text.lines().any(|line| {
+            line.starts_with(&format!("{metric}{{"))
+                && line.contains(label)
+                && line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        });
+        assert!(counted, "{metric} {label} not counted in:\n{text}");
+    }
+}
