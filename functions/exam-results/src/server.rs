@@ -93,10 +93,6 @@ impl From<EdgeVerdict> for ApiError {
     }
 }
 
-/// The client's address, for the rate limit.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
-
 /// Everything a connection needs to serve requests.
 #[derive(Clone)]
 struct Shared {
@@ -242,7 +238,7 @@ async fn serve_connection(
 }
 
 /// Decides what the serving loop can about a request before routing it:
-/// the request target, the rate limit, the body deadline and the peer.
+/// the request target, the rate limit and the body deadline.
 fn edge(
     request: Request<Incoming>,
     state: &ConnectionState,
@@ -250,7 +246,6 @@ fn edge(
 ) -> Request<TimedBody<Incoming>> {
     let (mut parts, body) = request.into_parts();
     let peer = state.peer();
-    parts.extensions.insert(PeerAddr(peer));
     // warp panics on a request target that is not a path: an authority
     // (`CONNECT host:port`) or `*` (`OPTIONS *`); seanmonstar/warp#1166.
     // Such requests are routed as `/` and answered 400 by `app`.
