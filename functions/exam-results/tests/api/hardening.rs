@@ -38,9 +38,13 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Closed no earlier than most of `timeout` and no later than a second after it.
-fn assert_closed_near(closed: Option<Duration>, timeout: u64, what: &str) {
-    let took = closed.unwrap_or_else(|| panic!("{what}: still open after {timeout} ms + 2 s"));
+/// Waits for the server to close `conn`: no earlier than most of `timeout`
+/// and no later than a second after it.
+async fn assert_closed_near(conn: &mut RawConn, timeout: u64, what: &str) {
+    let took = conn
+        .closed_within(ms(timeout + 2000))
+        .await
+        .unwrap_or_else(|| panic!("{what}: still open after {timeout} ms + 2 s"));
     assert!(
         took >= ms(timeout * 8 / 10) && took <= ms(timeout + 1000),
         "{what}: closed after {took:?}, timeout {timeout} ms"
@@ -52,11 +56,7 @@ fn assert_closed_near(closed: Option<Duration>, timeout: u64, what: &str) {
 async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     let app = spawn_strict(GET, &[]).await;
     let mut silent = RawConn::open(app.address).await;
-    assert_closed_near(
-        silent.closed_within(ms(IDLE_MS + 2000)).await,
-        IDLE_MS,
-        "silent connection",
-    );
+    assert_closed_near(&mut silent, IDLE_MS, "silent connection").await;
 }
 
 #[tokio::test]
@@ -66,11 +66,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let reply = conn.response(ms(2000), false).await.expect("a response");
     assert_eq!(reply.status, 200);
-    assert_closed_near(
-        conn.closed_within(ms(IDLE_MS + 2000)).await,
-        IDLE_MS,
-        "idle keep-alive connection",
-    );
+    assert_closed_near(&mut conn, IDLE_MS, "idle keep-alive connection").await;
 }
 
 #[tokio::test]
@@ -79,11 +75,7 @@ async fn unfinished_headers_are_closed_after_the_header_timeout() {
     let mut conn = RawConn::open(app.address).await;
     conn.send(b"GET /results/2024/1 HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await;
-    assert_closed_near(
-        conn.closed_within(ms(HEADER_MS + 2000)).await,
-        HEADER_MS,
-        "unfinished headers",
-    );
+    assert_closed_near(&mut conn, HEADER_MS, "unfinished headers").await;
 }
 
 #[tokio::test]
