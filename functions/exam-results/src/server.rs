@@ -212,8 +212,16 @@ async fn serve_connection(
             let response = match response.await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
-                // A bug, not the client's fault: a JSON 500 instead of a dropped connection.
-                Err(_) => ApiError::Internal("a request handler panicked".into()).into_response(),
+                // A bug, not the client's fault: a JSON 500 instead of a dropped
+                // connection (the panic itself is logged by the panic hook).
+                Err(_) => {
+                    let mut response =
+                        ApiError::Internal("a request handler panicked".into()).into_response();
+                    if let Ok(id) = uuid::Uuid::new_v4().to_string().parse() {
+                        response.headers_mut().insert(crate::http::REQUEST_ID, id);
+                    }
+                    response
+                }
             };
             drop(started);
             Ok::<_, Infallible>(response)

@@ -408,3 +408,36 @@ async fn refusals_timeouts_malformed_requests_and_429s_are_counted() {
         assert!(counted, "{metric} {label} not counted in:\n{text}");
     }
 }
+
+fn panicking_routes(
+    _: exam_results::AppState,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    use warp::Filter;
+    warp::path!("boom")
+        .map(|| -> warp::reply::Response { panic!("a handler bug") })
+        .boxed()
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gets_a_json_500_and_the_connection_survives() {
+    let app = spawn_strict(
+        Function {
+            name: "panics",
+            access: exam_results::Access::Write,
+            route: "/boom",
+            routes: panicking_routes,
+        },
+        &[],
+    )
+    .await;
+    let mut conn = RawConn::open(app.address).await;
+    conn.send(b"GET /boom HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let reply = conn.response(ms(2000), false).await.expect("a response");
+    assert_eq!(
+        (reply.status, reply.error_code().as_deref()),
+        (500, Some("internal_error"))
+    );
+    assert!(reply.header("x-request-id").is_some());
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
+}
