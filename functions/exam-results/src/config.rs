@@ -75,6 +75,67 @@ pub struct Config {
     /// `EXAM_YEAR_MAX`: the last exam year the API accepts. Default 2100.
     #[serde(default = "defaults::year_max")]
     pub exam_year_max: i32,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`: once a request's first byte arrives, how
+    /// long its request line and headers may take to complete before the
+    /// connection is closed. Default 10000. Knative's queue-proxy forwards a
+    /// whole head at once, so only a slow client talking to the function
+    /// directly ever comes near it.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub http_header_read_timeout_ms: u64,
+    /// `HTTP_IDLE_TIMEOUT_MS`: how long a connection may wait for the first
+    /// byte of its next request (a new connection, or keep-alive between
+    /// requests) before it is closed. Default 120000: longer than the 90 s
+    /// after which Knative's queue-proxy (Go's `http.Transport`
+    /// `IdleConnTimeout`) drops its own idle connections, so the proxy, not
+    /// the function, closes first and never reuses a connection this process
+    /// is closing.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub http_idle_timeout_ms: u64,
+    /// `HTTP_BODY_READ_TIMEOUT_MS`: from the end of a request's headers, how
+    /// long its body may take to arrive; past it the request fails with a 400
+    /// and the connection is closed. Default 10000, far below Knative's
+    /// revision `timeoutSeconds` (300 by default), which bounds the whole request.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub http_body_read_timeout_ms: u64,
+    /// `HTTP_MAX_CONNECTIONS`: open client connections this process serves at
+    /// once; beyond it a new connection gets an immediate 503 `overloaded` and
+    /// is closed (logged and counted). Default 1024, far above what the
+    /// queue-proxy opens (about `containerConcurrency` plus its idle pool).
+    #[serde(default = "defaults::max_connections")]
+    pub http_max_connections: usize,
+    /// `HTTP_MAX_HEADER_BYTES`: the largest request head (request line and
+    /// headers) read into a connection's buffer; larger heads get a 431.
+    /// Default 16384, at least 8192. It also bounds each connection's read buffer.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub http_max_header_bytes: usize,
+    /// `RATE_LIMIT_PER_SECOND`: requests per second each client may make to a
+    /// public (read) function's routes (write functions are not limited), refilled continuously (token bucket);
+    /// over it a request gets 429 `rate_limited` with `Retry-After`. `0`
+    /// turns the limit off. Default 20. The probes are never limited.
+    #[serde(default = "defaults::rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    /// `RATE_LIMIT_BURST`: the bucket's size, i.e. how many requests a client
+    /// may make at once after being quiet. Default 100.
+    #[serde(default = "defaults::rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// `RATE_LIMIT_CLIENT_HEADER`: when set, the client is identified by this
+    /// request header (e.g. `x-forwarded-for`) instead of the connection's
+    /// peer address. Only set it when every request reaches the function
+    /// through proxies that write it: anyone else can put any value there.
+    /// Required for public functions under Knative (`K_SERVICE` set), where
+    /// every peer is the queue-proxy.
+    #[serde(default)]
+    pub rate_limit_client_header: Option<String>,
+    /// `RATE_LIMIT_TRUSTED_HOPS`: with `RATE_LIMIT_CLIENT_HEADER`, which
+    /// comma-separated entry is the client, counted from the right: the
+    /// number of trusted proxies that append to the header. Default 1 (the
+    /// last entry, written by the nearest proxy).
+    #[serde(default = "defaults::rate_limit_trusted_hops")]
+    pub rate_limit_trusted_hops: usize,
+    /// `K_SERVICE`: set by Knative in every revision's container; only its
+    /// presence is used (see `RATE_LIMIT_CLIENT_HEADER`).
+    #[serde(default)]
+    pub k_service: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -235,6 +296,7 @@ impl Config {
                 format!("must not exceed EXAM_YEAR_MAX ({})", self.exam_year_max),
             ));
         }
+        self.validate_serving(auth)?;
         if let Some(lag) = self.max_replica_lag_seconds {
             if !(lag.is_finite() && lag > 0.0) {
                 return Err(ConfigError::new(
@@ -257,6 +319,62 @@ impl Config {
                     "every token must be at least 16 characters",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_serving(&self, auth: Auth) -> Result<(), ConfigError> {
+        for (name, value) in [
+            (
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                self.http_header_read_timeout_ms,
+            ),
+            ("HTTP_IDLE_TIMEOUT_MS", self.http_idle_timeout_ms),
+            ("HTTP_BODY_READ_TIMEOUT_MS", self.http_body_read_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be greater than 0"));
+            }
+        }
+        if self.http_max_connections == 0 {
+            return Err(ConfigError::new(
+                "HTTP_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        if self.http_max_header_bytes < 8192 {
+            return Err(ConfigError::new(
+                "HTTP_MAX_HEADER_BYTES",
+                "must be at least 8192",
+            ));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::new("RATE_LIMIT_BURST", "must be at least 1"));
+        }
+        if self.rate_limit_trusted_hops == 0 {
+            return Err(ConfigError::new(
+                "RATE_LIMIT_TRUSTED_HOPS",
+                "must be at least 1",
+            ));
+        }
+        match self.rate_limit_client_header.as_deref().map(str::trim) {
+            Some(name) if warp::http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+                return Err(ConfigError::new(
+                    "RATE_LIMIT_CLIENT_HEADER",
+                    "is not a valid header name",
+                ));
+            }
+            None if auth == Auth::Public
+                && self.k_service.is_some()
+                && self.rate_limit_per_second > 0 =>
+            {
+                return Err(ConfigError::new(
+                    "RATE_LIMIT_CLIENT_HEADER",
+                    "must be set under Knative (every peer address is the queue-proxy), \
+                     or RATE_LIMIT_PER_SECOND=0 to turn the per-client limit off",
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -372,6 +490,30 @@ mod defaults {
     pub(super) fn year_max() -> i32 {
         2100
     }
+    pub(super) fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn idle_timeout_ms() -> u64 {
+        120_000
+    }
+    pub(super) fn body_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn max_connections() -> usize {
+        1024
+    }
+    pub(super) fn max_header_bytes() -> usize {
+        16 * 1024
+    }
+    pub(super) fn rate_limit_per_second() -> u32 {
+        20
+    }
+    pub(super) fn rate_limit_burst() -> u32 {
+        100
+    }
+    pub(super) fn rate_limit_trusted_hops() -> usize {
+        1
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +622,52 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "METRICS_PORT");
+    }
+
+    #[test]
+    fn serving_limits_have_safe_defaults_and_reject_zero() {
+        let config = Config::from_iter(vars(&[URL]), Auth::Public).unwrap();
+        assert_eq!(config.http_idle_timeout_ms, 120_000);
+        assert_eq!(config.http_max_connections, 1024);
+        for variable in [
+            "HTTP_HEADER_READ_TIMEOUT_MS",
+            "HTTP_IDLE_TIMEOUT_MS",
+            "HTTP_BODY_READ_TIMEOUT_MS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            let err = Config::from_iter(vars(&[URL, (variable, "0")]), Auth::Public).unwrap_err();
+            assert_eq!(err.variable, variable);
+        }
+        let err = Config::from_iter(vars(&[URL, ("HTTP_MAX_HEADER_BYTES", "100")]), Auth::Public)
+            .unwrap_err();
+        assert_eq!(err.variable, "HTTP_MAX_HEADER_BYTES");
+    }
+
+    #[test]
+    fn under_knative_the_rate_limit_needs_a_client_header() {
+        let knative = ("K_SERVICE", "get-result");
+        let err = Config::from_iter(vars(&[URL, knative]), Auth::Public).unwrap_err();
+        assert_eq!(err.variable, "RATE_LIMIT_CLIENT_HEADER");
+        assert!(Config::from_iter(
+            vars(&[
+                URL,
+                knative,
+                ("RATE_LIMIT_CLIENT_HEADER", "x-forwarded-for")
+            ]),
+            Auth::Public
+        )
+        .is_ok());
+        assert!(Config::from_iter(
+            vars(&[URL, knative, ("RATE_LIMIT_PER_SECOND", "0")]),
+            Auth::Public
+        )
+        .is_ok());
+        let err = Config::from_iter(
+            vars(&[URL, ("RATE_LIMIT_CLIENT_HEADER", "bad header")]),
+            Auth::Public,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, "RATE_LIMIT_CLIENT_HEADER");
     }
 
     #[test]

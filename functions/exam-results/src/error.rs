@@ -64,10 +64,25 @@ pub enum ApiError {
     /// 500 `internal_error`: anything unexpected; the cause is logged only.
     #[error("internal error")]
     Internal(String),
+    /// 429 `rate_limited` (with `Retry-After`): this client made too many
+    /// requests to a public route; see `RATE_LIMIT_PER_SECOND`.
+    #[error("too many requests from this client, retry after {retry_after_seconds}s")]
+    RateLimited {
+        /// Whole seconds until the client's next request would be accepted.
+        retry_after_seconds: u64,
+    },
+    /// 431 `headers_too_large`: too many header fields, or a request head
+    /// over `HTTP_MAX_HEADER_BYTES` (answered by the serving layer).
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// 503 `overloaded` (with `Retry-After`): the process serves
+    /// `HTTP_MAX_CONNECTIONS` connections already; this one is closed.
+    #[error("too many open connections, retry shortly")]
+    Overloaded,
 }
 
 /// Every stable error code, as documented in docs/openapi.yaml.
-pub const ERROR_CODES: [&str; 13] = [
+pub const ERROR_CODES: [&str; 16] = [
     "bad_request",
     "invalid_json",
     "unauthorized",
@@ -81,6 +96,9 @@ pub const ERROR_CODES: [&str; 13] = [
     "database_unavailable",
     "replica_lagging",
     "internal_error",
+    "rate_limited",
+    "headers_too_large",
+    "overloaded",
 ];
 
 /// The cause of a server-side error, carried in the response's extensions so
@@ -106,6 +124,9 @@ impl ApiError {
             Self::Validation(_) | Self::PartitionMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) | Self::ReplicaLagging(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -125,6 +146,9 @@ impl ApiError {
             Self::Unavailable(_) => "database_unavailable",
             Self::ReplicaLagging(_) => "replica_lagging",
             Self::Internal(_) => "internal_error",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -143,8 +167,13 @@ impl ApiError {
             Self::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
-            Self::Unavailable(_) | Self::ReplicaLagging(_) => {
+            Self::Unavailable(_) | Self::ReplicaLagging(_) | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited {
+                retry_after_seconds,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             _ => {}
         }

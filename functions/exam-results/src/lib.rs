@@ -32,15 +32,20 @@
 //! - [`operations`]: one module per operation (its [`Function`]: route
 //!   filter + handler) and the health probes.
 //! - [`telemetry`]: JSON logs and Prometheus metrics, named in one place.
-//! - [`server`]: assembling a function, serving it with graceful shutdown,
-//!   the metrics listener, and [`server::run`].
+//! - [`limits`]: what one connection may cost: idle, header and body
+//!   timeouts, the request-head size, JSON bodies for the HTTP layer's own errors.
+//! - [`ratelimit`]: the per-client token bucket on public routes.
+//! - [`server`]: assembling a function, the accept loop with its connection
+//!   cap, graceful shutdown, the metrics listener, and [`server::run`].
 
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod model;
 pub mod operations;
+pub mod ratelimit;
 pub mod replica;
 pub mod route;
 pub mod server;

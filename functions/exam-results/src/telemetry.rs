@@ -34,6 +34,15 @@ pub const ERRORS: &str = "exam_results_errors_total";
 pub const REPLICA_LAG: &str = "exam_results_replica_lag_seconds";
 /// Always 1, labelled with version and revision.
 pub const BUILD_INFO: &str = "exam_results_build_info";
+/// Client connections open right now.
+pub const CONNECTIONS_OPEN: &str = "exam_results_http_connections_open";
+/// Connections refused because `HTTP_MAX_CONNECTIONS` were open.
+pub const CONNECTIONS_REFUSED: &str = "exam_results_http_connections_refused_total";
+/// Connections that ended in an error, by `kind`: `malformed_request` (the
+/// HTTP layer could not parse a request), `idle_timeout`, `header_timeout`,
+/// `body_timeout`, `incomplete` (the client hung up mid-request), `io`,
+/// `accept` (the listener failed to accept), `other`.
+pub const CONNECTION_ERRORS: &str = "exam_results_http_connection_errors_total";
 
 /// Histogram buckets (seconds) shared by every duration metric: 1 ms to 10 s.
 pub const DURATION_BUCKETS: [f64; 13] = [
@@ -92,6 +101,25 @@ pub fn init_logging(level: &str, format: LogFormat) {
     if installed.is_ok() {
         *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
+}
+
+/// Logs a panic as one JSON line (message and location) instead of the
+/// standard multi-line report on stderr. The serving loop answers the request
+/// that panicked with a 500 and keeps the connection.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(function = function(), panic = %message, location, "panic");
+    }));
 }
 
 /// Writes out every buffered log line (at shutdown).
@@ -243,6 +271,8 @@ fn status_label(status: u16) -> &'static str {
         409 => "409",
         413 => "413",
         415 => "415",
+        429 => "429",
+        431 => "431",
         422 => "422",
         500 => "500",
         503 => "503",
@@ -252,5 +282,125 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Counts an open connection until the guard is dropped.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    /// Starts counting.
+    pub fn start() -> Self {
+        gauge!(CONNECTIONS_OPEN).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// Records a connection that ended in an error (see [`CONNECTION_ERRORS`]).
+/// Logged at DEBUG: a client's broken connection is not a server fault, and
+/// anyone can cause thousands of them.
+pub fn record_connection_error(
+    kind: &'static str,
+    peer: std::net::SocketAddr,
+    error: &dyn std::fmt::Display,
+) {
+    counter!(CONNECTION_ERRORS, "kind" => kind).increment(1);
+    tracing::debug!(function = function(), kind, peer = %peer, error = %error, "connection error");
+}
+
+/// Records a request whose body did not arrive within `HTTP_BODY_READ_TIMEOUT_MS`
+/// (the request is answered 400 and its connection closed).
+pub fn record_body_timeout() {
+    counter!(CONNECTION_ERRORS, "kind" => "body_timeout").increment(1);
+}
+
+/// Records a failed `accept` (e.g. the open-file limit): always logged, at most
+/// once a second with the count since the last line.
+pub fn record_accept_error(error: &std::io::Error) {
+    counter!(CONNECTION_ERRORS, "kind" => "accept").increment(1);
+    static THROTTLE: Throttle = Throttle::new();
+    if let Some(count) = THROTTLE.ready() {
+        tracing::warn!(function = function(), error = %error, count, "accept failed");
+    }
+}
+
+/// Records a connection refused at the connection cap (answered 503
+/// `overloaded`): counted, and logged at most once a second with the count
+/// since the last line.
+pub fn record_connection_refused(open: usize) {
+    counter!(CONNECTIONS_REFUSED).increment(1);
+    counter!(ERRORS, "code" => "overloaded").increment(1);
+    static THROTTLE: Throttle = Throttle::new();
+    if let Some(count) = THROTTLE.ready() {
+        tracing::warn!(
+            function = function(),
+            open,
+            count,
+            "connection refused: HTTP_MAX_CONNECTIONS reached"
+        );
+    }
+}
+
+/// Records a request the HTTP layer could not parse, answered with a JSON
+/// error: its error code and one log line with a request id (the client sees
+/// the same id in `x-request-id`). The connection error itself is counted
+/// when the connection ends.
+pub fn record_malformed_request(
+    status: u16,
+    code: &'static str,
+    request_id: &str,
+    peer: std::net::SocketAddr,
+) {
+    counter!(ERRORS, "code" => code).increment(1);
+    tracing::info!(
+        function = function(),
+        status,
+        request_id,
+        peer = %peer,
+        error.code = code,
+        "malformed request"
+    );
+}
+
+/// Lets one event through per second and counts the ones held back.
+struct Throttle {
+    last_second: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Self {
+        Self {
+            last_second: std::sync::atomic::AtomicU64::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events since the last one let through)` at most once a second.
+    fn ready(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let held = self.held.fetch_add(1, Relaxed) + 1;
+        let last = self.last_second.load(Relaxed);
+        if now > last
+            && self
+                .last_second
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.held.fetch_sub(held, Relaxed);
+            Some(held)
+        } else {
+            None
+        }
     }
 }

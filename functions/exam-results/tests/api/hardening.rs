@@ -1,281 +1,445 @@
-//! What a hostile client sends at the filters: header bytes that are not
-//! UTF-8, bodies that are not objects, non-canonical result URLs, odd
-//! `Authorization` headers, and listing without a token.
+//! What a hostile client or a crowd can do to one process: stalled
+//! connections are closed within their timeouts, the connection cap refuses
+//! new connections while the open ones keep being served, request targets
+//! that are not paths get a JSON 400, and public routes are rate-limited per
+//! client. All over raw TCP against the real functions.
 
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use crate::raw::{exchange, RawConn};
+use crate::support::{shared_cluster, spawn_with, Spawn, TestApp, GET, TOKEN, UPDATE};
+use exam_results::server::Function;
 
-use crate::support::{
-    shared_cluster, spawn, Reply, TestApp, CREATE, DELETE, GET, LIST, READ_TOKEN, TOKEN, UPDATE,
-};
+const IDLE_MS: u64 = 1000;
+const HEADER_MS: u64 = 500;
+const BODY_MS: u64 = 500;
 
-/// `\xff`: a byte HTTP allows in a field value (obs-text) that is not UTF-8.
-fn invalid(prefix: &str) -> HeaderValue {
-    let mut bytes = prefix.as_bytes().to_vec();
-    bytes.extend_from_slice(b"\xff\xfe");
-    HeaderValue::from_bytes(&bytes).unwrap()
-}
-
-fn assert_json_error(reply: &Reply, status: u16, code: &str, what: &str) {
-    assert_eq!(
-        (reply.status, reply.error_code()),
-        (status, code),
-        "{what}: {:?}",
-        reply.body
-    );
-}
-
-/// Sends raw bytes and returns the status code of the response.
-async fn raw_status(app: &TestApp, request: &[u8]) -> u16 {
-    let mut socket = tokio::net::TcpStream::connect(app.address).await.unwrap();
-    socket.write_all(request).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
-}
-
-// Every header the functions read, with bytes that are not UTF-8: one test each.
-
-#[tokio::test]
-async fn an_if_none_match_that_is_not_utf8_is_ignored_and_a_request_id_replaced() {
-    let getter = spawn(GET).await;
-    getter.insert_rows(shared_cluster(), &[(1, 2024, 50)]).await;
-    let url = getter.url("/results/2024/1");
-    // If-None-Match: matches none of our tags, so it is ignored (RFC 9110 §13.1.2).
-    let reply = getter
-        .send(
-            getter
-                .client
-                .get(&url)
-                .header("if-none-match", invalid("\"")),
-        )
-        .await;
-    assert_eq!(
-        (reply.status, reply.body["marks"].as_i64()),
-        (200, Some(50))
-    );
-    // X-Request-Id: not a usable id, so one is generated.
-    let reply = getter
-        .send(
-            getter
-                .client
-                .get(&url)
-                .header("x-request-id", invalid("id-")),
-        )
-        .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("x-request-id").map(str::len), Some(36));
-}
-
-#[tokio::test]
-async fn a_content_type_that_is_not_utf8_is_a_415_and_a_bad_content_length_a_400() {
-    let creator = spawn(CREATE).await;
-    let body = json!({"roll_number": 1, "exam_year": 2024, "marks": 5}).to_string();
-    let post = || {
-        creator
-            .client
-            .post(creator.url("/results"))
-            .body(body.clone())
-    };
-    let reply = creator
-        .send(
-            creator
-                .authed(post())
-                .header("content-type", invalid("application/json")),
-        )
-        .await;
-    assert_json_error(&reply, 415, "unsupported_media_type", "Content-Type");
-    // Content-Length is framing: the HTTP layer refuses it before any route runs.
-    let mut request = format!(
-        "POST /results HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nConnection: close\r\nContent-Length: "
+/// A function with short timeouts, so each stall is seen closing.
+async fn spawn_strict(function: Function, extra: &[(&'static str, &str)]) -> TestApp {
+    let cluster = shared_cluster();
+    let mut extra_env = vec![
+        ("HTTP_IDLE_TIMEOUT_MS", IDLE_MS.to_string()),
+        ("HTTP_HEADER_READ_TIMEOUT_MS", HEADER_MS.to_string()),
+        ("HTTP_BODY_READ_TIMEOUT_MS", BODY_MS.to_string()),
+    ];
+    extra_env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    spawn_with(
+        function,
+        Spawn {
+            cluster,
+            database: cluster.fresh_database().await,
+            extra_env,
+        },
     )
-    .into_bytes();
-    request.extend_from_slice(b"\xff\r\n\r\n{}");
-    let status = raw_status(&creator, &request).await;
-    assert_eq!(status, 400, "Content-Length");
-    assert_eq!(creator.row_count(shared_cluster()).await, 0);
+    .await
 }
 
-#[tokio::test]
-async fn an_authorization_that_is_not_utf8_is_a_401_on_every_function_that_reads_it() {
-    for function in [CREATE, UPDATE, DELETE, LIST] {
-        let app = spawn(function).await;
-        let path = function
-            .route
-            .template()
-            .replace("{exam_year}", "2024")
-            .replace("{roll_number}", "1");
-        let request = app
-            .client
-            .request(function.method.clone(), app.url(&path))
-            .header("authorization", invalid("Bearer "))
-            .header("content-type", "application/json")
-            .body(r#"{"marks": 5}"#);
-        let reply = app.send(request).await;
-        assert_json_error(&reply, 401, "unauthorized", function.name);
-    }
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
-#[tokio::test]
-async fn bodies_must_be_json_objects_not_arrays() {
-    let creator = spawn(CREATE).await;
-    let reply = creator
-        .send(
-            creator
-                .authed(creator.client.post(creator.url("/results")))
-                .json(&json!([870000000160i64, 2024, 50])),
-        )
-        .await;
-    assert_json_error(&reply, 400, "bad_request", "array body on create");
-    assert_eq!(creator.row_count(shared_cluster()).await, 0);
-
-    let updater = spawn(UPDATE).await;
-    updater
-        .insert_rows(shared_cluster(), &[(8, 2024, 10)])
-        .await;
-    let reply = updater
-        .send(
-            updater
-                .authed(updater.client.put(updater.url("/results/2024/8")))
-                .json(&json!([5])),
-        )
-        .await;
-    assert_json_error(&reply, 400, "bad_request", "array body on update");
-    let marks: i32 = shared_cluster()
-        .direct(&updater.database)
+/// Waits for the server to close `conn`: no earlier than most of `timeout`
+/// and no later than a second after it.
+async fn assert_closed_near(conn: &mut RawConn, timeout: u64, what: &str) {
+    let took = conn
+        .closed_within(ms(timeout + 2000))
         .await
-        .query_one(
-            "SELECT marks FROM student_results WHERE roll_number = 8",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(marks, 10);
+        .unwrap_or_else(|| panic!("{what}: still open after {timeout} ms + 2 s"));
+    assert!(
+        took >= ms(timeout * 8 / 10) && took <= ms(timeout + 1000),
+        "{what}: closed after {took:?}, timeout {timeout} ms"
+    );
+    eprintln!("{what}: closed after {took:?} (timeout {timeout} ms)");
 }
 
 #[tokio::test]
-async fn a_result_is_served_at_its_canonical_url_only() {
-    let app = spawn(GET).await;
-    app.insert_rows(shared_cluster(), &[(100000001, 2024, 70)])
-        .await;
-    assert_eq!(app.get(2024, 100000001).await.status, 200);
-    for path in [
-        "/results/02024/100000001",
-        "/results/2024/+100000001",
-        "/results/2024/0100000001",
-        "/results/+2024/100000001",
-        "/results/2024/100000001/",
-        "/results/02024/+100000001/",
-        "/results//100000001",
-    ] {
-        let reply = app.send(app.client.get(app.url(path))).await;
-        assert_json_error(&reply, 404, "not_found", path);
-    }
-    for path in ["/results/2024/100000001?x=1", "/results/2024/100000001?"] {
-        let reply = app.send(app.client.get(app.url(path))).await;
-        assert_json_error(&reply, 400, "bad_request", path);
-    }
-
-    let deleter = spawn(DELETE).await;
-    deleter.insert_rows(shared_cluster(), &[(5, 2024, 1)]).await;
-    for path in ["/results/2024/05", "/results/2024/5/"] {
-        let reply = deleter
-            .send(deleter.authed(deleter.client.delete(deleter.url(path))))
-            .await;
-        assert_json_error(&reply, 404, "not_found", path);
-    }
-    assert_eq!(deleter.row_count(shared_cluster()).await, 1);
-
-    let lister = spawn(LIST).await;
-    let reply = lister
-        .send(
-            lister
-                .client
-                .get(lister.url("/results/?exam_year=2024"))
-                .header("authorization", format!("Bearer {READ_TOKEN}")),
-        )
-        .await;
-    assert_json_error(&reply, 404, "not_found", "/results/");
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let app = spawn_strict(GET, &[]).await;
+    let mut silent = RawConn::open(app.address).await;
+    assert_closed_near(&mut silent, IDLE_MS, "silent connection").await;
 }
 
 #[tokio::test]
-async fn allow_on_405_lists_every_method_the_path_has_across_the_functions() {
-    let getter = spawn(GET).await;
-    let reply = getter
-        .send(getter.client.patch(getter.url("/results/2024/1")))
-        .await;
-    assert_json_error(&reply, 405, "method_not_allowed", "PATCH on get-result");
-    assert_eq!(reply.header("allow"), Some("GET, HEAD, PUT, DELETE"));
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let app = spawn_strict(GET, &[]).await;
+    let mut conn = RawConn::open(app.address).await;
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let reply = conn.response(ms(2000), false).await.expect("a response");
+    assert_eq!(reply.status, 200);
+    assert_closed_near(&mut conn, IDLE_MS, "idle keep-alive connection").await;
+}
 
-    let creator = spawn(CREATE).await;
-    let reply = creator
-        .send(creator.client.put(creator.url("/results")))
+#[tokio::test]
+async fn unfinished_headers_are_closed_after_the_header_timeout() {
+    let app = spawn_strict(GET, &[]).await;
+    let mut conn = RawConn::open(app.address).await;
+    conn.send(b"GET /results/2024/1 HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await;
-    assert_eq!(
-        (reply.status, reply.header("allow")),
-        (405, Some("POST, GET, HEAD"))
+    assert_closed_near(&mut conn, HEADER_MS, "unfinished headers").await;
+}
+
+#[tokio::test]
+async fn a_header_dripped_a_byte_at_a_time_does_not_extend_the_header_timeout() {
+    let app = spawn_strict(GET, &[]).await;
+    let mut conn = RawConn::open(app.address).await;
+    conn.send(b"GET /healthz HTTP/1.1\r\n").await;
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(ms(50)).await;
+        if conn.stream.try_write(b"x").is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let left = conn.closed_within(ms(2000)).await;
+    assert!(closed || left.is_some(), "still open after dripping");
+    assert!(
+        started.elapsed() < ms(HEADER_MS + 1500),
+        "took {:?}",
+        started.elapsed()
     );
 }
 
 #[tokio::test]
-async fn the_bearer_scheme_is_matched_in_any_case() {
-    let app = spawn(DELETE).await;
-    app.insert_rows(shared_cluster(), &[(12, 2024, 60), (13, 2024, 61)])
+async fn an_authorized_put_whose_body_never_arrives_gets_a_400_within_the_body_timeout() {
+    let app = spawn_strict(UPDATE, &[]).await;
+    let mut conn = RawConn::open(app.address).await;
+    let started = std::time::Instant::now();
+    conn.send(
+        format!(
+            "PUT /results/2024/1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: 20\r\n\r\n{{\"ma"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let reply = conn
+        .response(ms(BODY_MS + 2000), false)
+        .await
+        .expect("a response");
+    let took = started.elapsed();
+    assert_eq!(
+        (reply.status, reply.error_code().as_deref()),
+        (400, Some("bad_request"))
+    );
+    assert!(reply.header("x-request-id").is_some());
+    assert!(
+        took >= ms(BODY_MS * 8 / 10) && took <= ms(BODY_MS + 1000),
+        "answered after {took:?}"
+    );
+    eprintln!("stalled body: answered 400 after {took:?} (timeout {BODY_MS} ms)");
+    assert!(
+        conn.closed_within(ms(1000)).await.is_some(),
+        "the connection is closed after a stalled body"
+    );
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_connections_are_refused_and_open_ones_still_answer() {
+    let app = spawn_strict(GET, &[("HTTP_MAX_CONNECTIONS", "4")]).await;
+    app.insert_rows(shared_cluster(), &[(7, 2024, 77)]).await;
+    // One keep-alive client in, then three slow ones fill the cap.
+    let mut kept = RawConn::open(app.address).await;
+    kept.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(kept.response(ms(2000), false).await.unwrap().status, 200);
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut conn = RawConn::open(app.address).await;
+        conn.send(b"GET /results/2024/7 HTTP/1.1\r\n").await;
+        slow.push(conn);
+    }
+    tokio::time::sleep(ms(100)).await;
+
+    let started = std::time::Instant::now();
+    let refused = exchange(
+        app.address,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+        ms(2000),
+    )
+    .await
+    .expect("a refusal, not a hang");
+    assert_eq!(
+        (refused.status, refused.error_code().as_deref()),
+        (503, Some("overloaded"))
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        started.elapsed() < ms(500),
+        "refused after {:?}",
+        started.elapsed()
+    );
+
+    // The connection already in keeps being served, probes and reads alike.
+    kept.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(kept.response(ms(2000), false).await.unwrap().status, 200);
+    kept.send(b"GET /results/2024/7 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await;
-    for (roll, scheme) in [(12, "BEARER"), (13, "bEaReR")] {
-        let reply = app
-            .send(
-                app.client
-                    .delete(app.url(&format!("/results/2024/{roll}")))
-                    .header("authorization", format!("{scheme} {TOKEN}")),
-            )
-            .await;
-        assert_eq!(reply.status, 204, "{scheme}");
+    let read = kept.response(ms(2000), false).await.unwrap();
+    assert_eq!(
+        (read.status, read.json().unwrap()["marks"].as_i64()),
+        (200, Some(77))
+    );
+
+    // Once the slow ones time out, there is room again.
+    for conn in &mut slow {
+        assert!(conn.closed_within(ms(HEADER_MS + 2000)).await.is_some());
+    }
+    tokio::time::sleep(ms(100)).await;
+    let later = exchange(
+        app.address,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+        ms(2000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.status, 200);
+}
+
+#[tokio::test]
+async fn connect_and_asterisk_targets_get_a_json_400_and_the_connection_survives() {
+    let app = spawn_strict(GET, &[]).await;
+    for request in [
+        &b"CONNECT 127.0.0.1:8082 HTTP/1.1\r\nhost: 127.0.0.1:8082\r\n\r\n"[..],
+        b"OPTIONS * HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"CONNECT example.org:443 HTTP/1.1\r\n\r\n",
+    ] {
+        let mut conn = RawConn::open(app.address).await;
+        conn.send(request).await;
+        let reply = conn
+            .response(ms(2000), false)
+            .await
+            .unwrap_or_else(|| panic!("no response to {}", String::from_utf8_lossy(request)));
+        assert_eq!(
+            (reply.status, reply.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(reply.header("x-request-id").is_some());
+        // Same connection, next request: nothing panicked.
+        conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
     }
 }
 
 #[tokio::test]
-async fn two_authorization_headers_are_a_bad_request_even_when_both_are_valid() {
-    let app = spawn(CREATE).await;
-    let reply = app
-        .send(
-            app.client
-                .post(app.url("/results"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .json(&json!({"roll_number": 1, "exam_year": 2024, "marks": 5})),
-        )
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+    let app = spawn_strict(
+        GET,
+        &[
+            ("RATE_LIMIT_PER_SECOND", "1"),
+            ("RATE_LIMIT_BURST", "3"),
+            ("RATE_LIMIT_CLIENT_HEADER", "x-forwarded-for"),
+        ],
+    )
+    .await;
+    app.insert_rows(shared_cluster(), &[(9, 2024, 90)]).await;
+    let get = |client: &'static str| {
+        format!("GET /results/2024/9 HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 198.51.100.1, {client}\r\n\r\n")
+    };
+    let mut conn = RawConn::open(app.address).await;
+    for _ in 0..3 {
+        conn.send(get("203.0.113.5").as_bytes()).await;
+        assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
+    }
+    conn.send(get("203.0.113.5").as_bytes()).await;
+    let limited = conn.response(ms(2000), false).await.unwrap();
+    assert_eq!(
+        (limited.status, limited.error_code().as_deref()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // The probes are never limited; another client has its own bucket.
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 203.0.113.5\r\n\r\n")
         .await;
-    assert_json_error(&reply, 400, "bad_request", "two Authorization headers");
-    assert_eq!(app.row_count(shared_cluster()).await, 0);
+    assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
+    conn.send(get("203.0.113.6").as_bytes()).await;
+    assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
+    // The bucket refills (a new connection: this one is idle past its timeout by then).
+    tokio::time::sleep(ms(1100)).await;
+    let again = exchange(app.address, get("203.0.113.5").as_bytes(), ms(2000)).await;
+    assert_eq!(again.unwrap().status, 200);
 }
 
 #[tokio::test]
-async fn listing_requires_a_read_token_and_a_write_token_is_not_one() {
-    let app = spawn(LIST).await;
-    app.insert_rows(shared_cluster(), &[(1, 2024, 1)]).await;
-    let url = app.url("/results?exam_year=2024");
-    let anonymous = app.send(app.client.get(&url)).await;
-    assert_json_error(&anonymous, 401, "unauthorized", "no token");
-    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
-    let write = app
-        .send(
-            app.client
-                .get(&url)
-                .header("authorization", format!("Bearer {TOKEN}")),
+async fn write_functions_are_not_rate_limited() {
+    let app = spawn_strict(
+        UPDATE,
+        &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "1")],
+    )
+    .await;
+    let mut conn = RawConn::open(app.address).await;
+    for _ in 0..5 {
+        conn.send(b"PUT /results/2024/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 401);
+    }
+}
+
+#[test]
+fn the_limits_table_matches_the_configuration_defaults() {
+    use exam_results::config::{Auth, Config};
+    let doc = std::fs::read_to_string(crate::support::repo_root().join("docs/serving-limits.md"))
+        .unwrap();
+    let config = Config::from_iter(
+        [("DATABASE_URL".to_owned(), "postgres://a@b/c".to_owned())],
+        Auth::Public,
+    )
+    .unwrap();
+    let defaults = [
+        (
+            "HTTP_IDLE_TIMEOUT_MS",
+            config.http_idle_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_HEADER_READ_TIMEOUT_MS",
+            config.http_header_read_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_BODY_READ_TIMEOUT_MS",
+            config.http_body_read_timeout_ms.to_string(),
+        ),
+        (
+            "HTTP_MAX_CONNECTIONS",
+            config.http_max_connections.to_string(),
+        ),
+        (
+            "HTTP_MAX_HEADER_BYTES",
+            config.http_max_header_bytes.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PER_SECOND",
+            config.rate_limit_per_second.to_string(),
+        ),
+        ("RATE_LIMIT_BURST", config.rate_limit_burst.to_string()),
+        (
+            "RATE_LIMIT_CLIENT_HEADER",
+            config
+                .rate_limit_client_header
+                .clone()
+                .unwrap_or_else(|| "unset".into()),
+        ),
+        (
+            "RATE_LIMIT_TRUSTED_HOPS",
+            config.rate_limit_trusted_hops.to_string(),
+        ),
+    ];
+    let rows: Vec<(String, String)> = doc
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), cells.get(2)?.to_string()))
+        })
+        .filter(|(name, _)| name.starts_with("HTTP_") || name.starts_with("RATE_LIMIT_"))
+        .collect();
+    let expected: Vec<(String, String)> = defaults
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "docs/serving-limits.md's table vs config.rs"
+    );
+}
+
+#[tokio::test]
+async fn refusals_timeouts_malformed_requests_and_429s_are_counted() {
+    let handle = exam_results::telemetry::init_metrics("test-suite");
+    let app = spawn_strict(
+        GET,
+        &[
+            ("HTTP_MAX_CONNECTIONS", "2"),
+            ("RATE_LIMIT_PER_SECOND", "1"),
+            ("RATE_LIMIT_BURST", "1"),
+        ],
+    )
+    .await;
+    let malformed = exchange(app.address, b"hello\r\n\r\n", ms(2000))
+        .await
+        .unwrap();
+    assert_eq!(malformed.error_code().as_deref(), Some("bad_request"));
+    let mut limited = None;
+    for _ in 0..2 {
+        limited = exchange(
+            app.address,
+            b"GET /results/2024/1 HTTP/1.1\r\n\r\n",
+            ms(2000),
         )
         .await;
-    assert_json_error(&write, 401, "unauthorized", "a write token");
-    let read = app.list("exam_year=2024").await;
-    assert_eq!(read.status, 200);
-    assert_eq!(read.body["items"].as_array().map(Vec::len), Some(1));
+    }
+    assert_eq!(limited.unwrap().status, 429);
+    let mut silent = vec![
+        RawConn::open(app.address).await,
+        RawConn::open(app.address).await,
+    ];
+    tokio::time::sleep(ms(100)).await;
+    let refused = exchange(app.address, b"GET /healthz HTTP/1.1\r\n\r\n", ms(2000)).await;
+    assert_eq!(refused.unwrap().status, 503);
+    for conn in &mut silent {
+        assert!(conn.closed_within(ms(IDLE_MS + 2000)).await.is_some());
+    }
+    tokio::time::sleep(ms(100)).await;
+
+    let text = handle.render();
+    for (metric, label) in [
+        (
+            "exam_results_http_connection_errors_total",
+            "kind=\"malformed_request\"",
+        ),
+        (
+            "exam_results_http_connection_errors_total",
+            "kind=\"idle_timeout\"",
+        ),
+        ("exam_results_http_connections_refused_total", ""),
+        ("exam_results_errors_total", "code=\"rate_limited\""),
+        ("exam_results_errors_total", "code=\"overloaded\""),
+    ] {
+        let counted = text.lines().any(|line| {
+            line.starts_with(&format!("{metric}{{"))
+                && line.contains(label)
+                && line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        });
+        assert!(counted, "{metric} {label} not counted in:\n{text}");
+    }
+}
+
+fn panicking_routes(
+    _: exam_results::AppState,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    use warp::Filter;
+    warp::path!("boom")
+        .map(|| -> warp::reply::Response { panic!("a handler bug") })
+        .boxed()
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gets_a_json_500_and_the_connection_survives() {
+    let app = spawn_strict(
+        Function {
+            name: "panics",
+            access: exam_results::Access::Write,
+            auth: exam_results::config::Auth::WriteToken,
+            method: &warp::http::Method::GET,
+            route: exam_results::route::Route::new("/boom"),
+            routes: panicking_routes,
+        },
+        &[],
+    )
+    .await;
+    let mut conn = RawConn::open(app.address).await;
+    conn.send(b"GET /boom HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let reply = conn.response(ms(2000), false).await.expect("a response");
+    assert_eq!(
+        (reply.status, reply.error_code().as_deref()),
+        (500, Some("internal_error"))
+    );
+    assert!(reply.header("x-request-id").is_some());
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(conn.response(ms(2000), false).await.unwrap().status, 200);
 }

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use exam_results::config::Config;
+use exam_results::config::{Auth, Config};
+use exam_results::limits::ServeLimits;
 use exam_results::operations::{
     create_result, delete_result, get_result, list_results, update_result,
 };
+use exam_results::ratelimit::RateLimit;
 use exam_results::server::{app, serve, Function};
 use exam_results::AppState;
 use serde_json::Value;
@@ -545,13 +547,22 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = ServeLimits {
+        drain: Duration::from_secs(10),
+        ..ServeLimits::from_config(&config)
+    };
+    let rate_limit = match function.auth {
+        Auth::Public => RateLimit::from_config(&config),
+        Auth::ReadToken | Auth::WriteToken => None,
+    };
     let server = tokio::spawn(serve(
         app(function, state),
         listener,
         async move {
             let _ = rx.await;
         },
-        Duration::from_secs(10),
+        limits,
+        rate_limit,
     ));
     TestApp {
         address,
