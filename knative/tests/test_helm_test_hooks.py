@@ -33,8 +33,8 @@ def test_each_read_function_reads_through_its_manifest_route(default_render):
         base = f"http://{entry['name']}.exam-results.svc.cluster.local"
         expected = [f"{base}/readyz"]
         if entry["access"] == "read":
-            path = entry["route"].replace("{exam_year}", "2025").replace("{roll_number}", "000001")
-            expected.append(f"{base}{path}?exam_year=2025&limit=1")
+            path = entry["route"].replace("{exam_year}", "2025").replace("{roll_number}", "100000001")
+            expected.append(f"{base}{path}" if "{" in entry["route"] else f"{base}{path}?exam_year=2025&limit=1")
         assert urls == expected
 
 
@@ -47,6 +47,7 @@ def function_stub():
             pass
 
         def do_GET(self):
+            answers.setdefault("seen", []).append((self.path, self.headers.get("Authorization")))
             path = self.path.split("?")[0]
             status = answers.get(path, 404)
             body = b'{"error":{"code":"x","message":"y"}}'
@@ -68,7 +69,7 @@ def function_stub():
 ])
 def test_the_script_passes_only_a_ready_function_that_answers_the_read(default_render, function_stub, tmp_path, readyz, read, passes):
     base, answers = function_stub
-    answers.update({"/readyz": readyz, "/results/2025/000001": read})
+    answers.update({"/readyz": readyz, "/results/2025/100000001": read})
     script = script_of(default_render, "get-result").replace("http://get-result.exam-results.svc.cluster.local", base)
     script = script.replace("/tmp/body", str(tmp_path / "body"))
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
@@ -76,3 +77,20 @@ def test_the_script_passes_only_a_ready_function_that_answers_the_read(default_r
     assert f"GET {base}/readyz -> {readyz}" in result.stdout
     if not passes:  # the failing answer's body is printed
         assert '{"error":{"code":"x","message":"y"}}' in result.stdout
+
+
+def test_a_read_token_function_is_read_with_the_first_read_token_and_probed_without(
+        default_render, function_stub, tmp_path):
+    base, answers = function_stub
+    answers.update({"/readyz": 200, "/results": 200})
+    pod = default_render.one("Pod", "list-results-test")
+    container = pod["spec"]["containers"][0]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]} == {
+        "READ_TOKENS": {"name": "exam-results-read-tokens", "key": "tokens"}}
+    script = container["args"][0].replace("http://list-results.exam-results.svc.cluster.local", base)
+    script = script.replace("/tmp/body", str(tmp_path / "body"))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "READ_TOKENS": "first-read-token,second-read-token"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert answers["seen"] == [("/readyz", None),
+                               ("/results?exam_year=2025&limit=1", "Bearer first-read-token")]

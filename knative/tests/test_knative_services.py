@@ -138,7 +138,6 @@ def test_reads_use_the_read_only_pooler_and_writes_the_read_write_one(default_re
             assert "WRITE_TOKENS" not in env
         else:
             assert database == "exam_results"
-            assert env["WRITE_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-write-tokens", "key": "tokens"}
             assert "READ_FALLBACK_DATABASE_URL" not in env
         # credentials only from Secrets; the user is declared before the URL that references it
         names = [e["name"] for e in cs.ksvc_container(services[name])["env"]]
@@ -161,7 +160,7 @@ def test_no_plain_text_secret_reaches_a_manifest():
     assert "other-db" in text and "other-tokens" in text
     for ksvc in ksvcs(rendered).values():
         for entry in cs.ksvc_container(ksvc)["env"]:
-            if entry["name"] in ("DATABASE_PASSWORD", "WRITE_TOKENS"):
+            if entry["name"] in ("DATABASE_PASSWORD", "WRITE_TOKENS", "READ_TOKENS"):
                 assert "value" not in entry and "secretKeyRef" in entry["valueFrom"]
 
 
@@ -258,3 +257,34 @@ def test_scaling_docs_table_matches_the_chart_defaults():
         if fn["database"].get("readFallback"):
             pool += f" (+{fn['database']['poolSize']} fallback)"
         assert row[9] == pool, name
+
+
+def test_each_function_gets_the_tokens_or_the_rate_limit_its_auth_names(default_render):
+    """functions.yaml's auth decides: write tokens, read tokens (never both),
+    or, for a public function, the per-client limit keyed on the header the
+    ingress fills (without it every client would be the queue-proxy and the
+    function refuses to start under Knative)."""
+    services = ksvcs(default_render)
+    for entry in cs.MANIFEST:
+        env = cs.env_map(cs.ksvc_container(services[entry["name"]]))
+        tokens = {k for k in ("WRITE_TOKENS", "READ_TOKENS") if k in env}
+        if entry["auth"] == "write-token":
+            assert tokens == {"WRITE_TOKENS"}
+            assert env["WRITE_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-write-tokens",
+                                                                        "key": "tokens"}
+        elif entry["auth"] == "read-token":
+            assert tokens == {"READ_TOKENS"}
+            assert env["READ_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-read-tokens",
+                                                                       "key": "tokens"}
+        else:
+            assert tokens == set()
+            assert env["RATE_LIMIT_CLIENT_HEADER"]["value"] == "x-forwarded-for"
+            assert env["RATE_LIMIT_PER_SECOND"]["value"] == "20"
+        if entry["auth"] != "public":
+            assert not any(k.startswith("RATE_LIMIT") for k in env)
+
+
+def test_the_rate_limit_can_be_turned_off_for_the_public_functions():
+    rendered = cs.render(sets=("functionDefaults.rateLimit.perSecond=0",))
+    env = cs.env_map(cs.ksvc_container(ksvcs(rendered)["get-result"]))
+    assert env["RATE_LIMIT_PER_SECOND"]["value"] == "0" and "RATE_LIMIT_CLIENT_HEADER" not in env

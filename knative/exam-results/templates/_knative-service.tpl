@@ -110,6 +110,7 @@ activationScale: activation-scale
 {{- $root := .root -}}
 {{- $name := .meta.name -}}
 {{- $access := .meta.access -}}
+{{- $auth := .meta.auth | default "public" -}}
 {{- $fn := .fn -}}
 {{- $d := $root.Values.functionDefaults -}}
 {{- $secret := $root.Values.database.existingSecret -}}
@@ -164,11 +165,32 @@ containers:
       {{- else }}
       - name: DATABASE_URL
         value: {{ printf "postgres://$(DATABASE_USER)@%s:%d/%s" $pgb $pgbPort $rw | quote }}
+      {{- end }}
+      {{- /* functions.yaml's auth: which tokens the function accepts, or the per-client limit of a public one */}}
+      {{- if eq $auth "write-token" }}
       - name: WRITE_TOKENS
         valueFrom:
           secretKeyRef:
             name: {{ $root.Values.writeTokens.existingSecret }}
             key: {{ $root.Values.writeTokens.key }}
+      {{- else if eq $auth "read-token" }}
+      - name: READ_TOKENS
+        valueFrom:
+          secretKeyRef:
+            name: {{ $root.Values.readTokens.existingSecret }}
+            key: {{ $root.Values.readTokens.key }}
+      {{- else }}
+      {{- $rl := $d.rateLimit }}
+      - name: RATE_LIMIT_PER_SECOND
+        value: {{ $rl.perSecond | toString | quote }}
+      - name: RATE_LIMIT_BURST
+        value: {{ $rl.burst | toString | quote }}
+      {{- if $rl.perSecond }}
+      - name: RATE_LIMIT_CLIENT_HEADER
+        value: {{ $rl.clientHeader | quote }}
+      - name: RATE_LIMIT_TRUSTED_HOPS
+        value: {{ $rl.trustedHops | toString | quote }}
+      {{- end }}
       {{- end }}
       - name: DATABASE_POOL_SIZE
         value: {{ $fn.database.poolSize | toString | quote }}
