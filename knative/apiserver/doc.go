@@ -18,6 +18,10 @@
 //   - apply_test.go: server-side apply, Helm's order and hooks, upgrades.
 //   - chart_test.go: every value set of the chart, the upgrade sequence, the
 //     field managers of Helm and CD.
-//   - crossplane_test.go: the XRD, compositions and the composed objects.
+//   - crossplane_test.go: the XRD, the CRD Crossplane generates for it, the
+//     example XRs, the compositions and the objects they compose.
+//   - xrdcrd/: a command (its own module, Crossplane's Kubernetes version)
+//     that prints the CRD Crossplane generates for an XRD, with Crossplane's
+//     generator.
 //   - rejections_test.go: broken objects the server must refuse.
 package apiserver
