@@ -161,12 +161,20 @@ func namespace(t testing.TB, name string) string {
 	return name
 }
 
+// ensureNamespace creates a namespace with its "default" ServiceAccount
+// (which kube-controller-manager creates in a cluster; Pods that name no
+// ServiceAccount need it).
 func ensureNamespace(ctx context.Context, name string) error {
 	_, err := cluster.kube.CoreV1().Namespaces().Create(ctx,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	_, err = cluster.kube.CoreV1().ServiceAccounts(name).Create(ctx,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
 	return err
 }
 

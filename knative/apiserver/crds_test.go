@@ -35,14 +35,15 @@ var upstreams = []upstream{
 	{module: "knative.dev/serving", version: "v0.46.4", dir: "config/core/300-resources"},
 	{module: "github.com/cloudnative-pg/cloudnative-pg", version: "v1.29.1", dir: "config/crd/bases"},
 	{module: "github.com/cloudnative-pg/plugin-barman-cloud", version: "v0.13.0", dir: "config/crd/bases"},
-	{module: "github.com/crossplane/crossplane/v2", version: "v2.2.1", dir: "cluster/crds"},
+	// Its version: crossplane/go.mod, else xrdcrd/go.mod (the generator's).
+	{module: "github.com/crossplane/crossplane/v2", dir: "cluster/crds"},
 	{module: "github.com/prometheus-operator/prometheus-operator", version: "v0.87.1",
 		dir:   "example/prometheus-operator-crd",
 		files: []string{"monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml"}},
 }
 
-// repoGoMods are the repository's other Go modules, whose requirements win.
-var repoGoMods = []string{"knative/go.mod", "crossplane/go.mod"}
+// repoGoMods are the repository's Go modules whose requirements win.
+var repoGoMods = []string{"knative/go.mod", "crossplane/go.mod", "knative/apiserver/xrdcrd/go.mod"}
 
 // resolvedVersion is the version of u's module: the one a go.mod of the
 // repository requires, else u.version. It names where it came from.
@@ -100,6 +101,9 @@ func moduleDir(module, version string) (string, error) {
 // crdFiles lists the YAML files of an upstream's CRD directory.
 func (u upstream) crdFiles() ([]string, error) {
 	version, _ := u.resolvedVersion()
+	if version == "" {
+		return nil, fmt.Errorf("no version of %s: no go.mod of %v requires it", u.module, repoGoMods)
+	}
 	dir, err := moduleDir(u.module, version)
 	if err != nil {
 		return nil, err

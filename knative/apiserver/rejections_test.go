@@ -146,3 +146,24 @@ func get0(o map[string]any, path ...string) map[string]any {
 	}
 	return cur.(map[string]any)
 }
+
+// An upgrade that changes an immutable field is refused: the server keeps
+// the Deployment's selector (a chart change to its labels would need the
+// Deployment deleted first).
+func TestTheAPIServerRejectsAnUpgradeThatChangesAnImmutableField(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "immutable")
+	pgbouncer := findObject(t, render(t, chartRelease{}, ns), "Deployment", "pgbouncer")
+	if _, err := apply(ctx, pgbouncer, ns, helmManager, false); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	changed := pgbouncer.DeepCopy()
+	set(changed.Object, "pooler-v2", "spec", "selector", "matchLabels", "app.kubernetes.io/component")
+	set(changed.Object, "pooler-v2", "spec", "template", "metadata", "labels", "app.kubernetes.io/component")
+	_, err := apply(ctx, changed, ns, helmManager, false)
+	want := "field is immutable"
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("want Invalid with %q, got %v", want, err)
+	}
+	t.Logf("rejected: %v", err)
+}
