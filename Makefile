@@ -65,7 +65,6 @@ bench: ## Results-day benchmarks against the local system (run `make up` first);
 
 ##@ Capacity planning
 
-GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 PLAN_ARGS ?=
 BENCH_JSON ?= $(lastword $(sort $(wildcard bench-results/*.json)))
 GO_OK = @test -x "$$(command -v $(GO))" || { echo "Go not found (GO=$(GO)): install Go 1.24 or later, or set GO=/path/to/go" >&2; exit 1; }
@@ -94,7 +93,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -131,6 +130,11 @@ test-cicd: ## Promotion program against a real Prometheus, workflow lint
 .PHONY: test-bench
 test-bench: ## Unit tests of the benchmark harness (parsing, recommendations); no load is generated
 	$(PYTEST) .ci/bench/tests
+
+.PHONY: test-apiserver
+test-apiserver: ## The chart, its upgrades and the compositions' objects applied to a real kube-apiserver (needs Go)
+	@test -x "$(GO)" || { echo "test-apiserver: skipped, Go is not installed (install Go 1.24 or later from https://go.dev/dl/, or set GO=/path/to/go)"; exit 0; }; \
+	cd knative/apiserver && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 -timeout 30m ./...
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
