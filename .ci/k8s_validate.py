@@ -3,7 +3,7 @@
 
 Core kinds (Deployment, Service, NetworkPolicy, ...) are checked with
 kubernetes-validate in strict mode (unknown fields are errors) against
-Kubernetes ``KUBE_VERSION`` (default 1.30.0). Custom resources (Knative,
+Kubernetes ``KUBE_VERSION`` (default: the floor in the chart's ``kubeVersion``). Custom resources (Knative,
 CloudNativePG, prometheus-operator, Crossplane, ...) are checked against the
 JSON schema ``<group>/<kind>_<version>.json`` (the CRDs-catalog layout) found
 under ``CRD_SCHEMA_LOCATION``: a directory, or a URL prefix (http, https or
@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -39,7 +40,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CRD_SCHEMA_LOCATION = str(REPO_ROOT.parent / "shared" / "schemas" / "crds")
-DEFAULT_KUBE_VERSION = "1.30.0"
+#: The Kubernetes floor: Chart.yaml's ``kubeVersion`` (">=1.32.0-0" -> "1.32.0"), its one source.
+DEFAULT_KUBE_VERSION = re.search(
+    r'^kubeVersion:\s*">=\s*(\d+\.\d+\.\d+)',
+    (REPO_ROOT / "knative" / "exam-results" / "Chart.yaml").read_text(), re.M).group(1)
 
 __all__ = [
     "ValidationProblem",

@@ -131,7 +131,7 @@ def render_error(values: dict[str, Any] | None = None, *, sets: tuple[str, ...] 
 
 def lint(values: dict[str, Any] | None = None) -> dict[str, Any]:
     check_migrations_link()
-    return helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    return helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v" + k8s_validate.DEFAULT_KUBE_VERSION)
 
 
 def ksvc_container(ksvc: dict[str, Any]) -> dict[str, Any]:

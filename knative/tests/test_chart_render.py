@@ -1,5 +1,5 @@
 """The chart lints strictly and every object it renders, for every value set,
-is valid against its schema (core kinds: kubernetes-validate --strict 1.30;
+is valid against its schema (core kinds: kubernetes-validate --strict at the chart's kubeVersion floor;
 custom kinds: the CRD schemas at CRD_SCHEMA_LOCATION)."""
 
 import copy
