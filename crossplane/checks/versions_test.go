@@ -36,8 +36,8 @@ func TestTheDocsNameTheVersionsPinnedInGoMod(t *testing.T) {
 		version["github.com/cloudnative-pg/plugin-barman-cloud"]
 	want := []string{
 		"`go " + mod.Go.Version + "`",
-		"--version " + strings.TrimPrefix(crossplane, "v"), // helm install crossplane
-		"APP VERSION is " + minor(cnpg) + ".x",             // helm install cloudnative-pg
+		"--version " + strings.TrimPrefix(crossplane, "v"),  // helm install crossplane
+		"APP VERSION is " + minor(cnpg) + ".x",              // helm install cloudnative-pg
 		"image.tag=" + barman, "sidecarImage.tag=" + barman, // helm install plugin-barman-cloud
 		"Crossplane " + minor(crossplane), "CloudNativePG " + minor(cnpg),
 	}
