@@ -60,6 +60,11 @@ ENGINE_SPECIFIC_FUNCTIONS = (
 )
 
 
+# The connection Secret's keys: the contract with the exam-results chart (database.existingSecret).
+CONTRACT_SECRET_KEYS = frozenset(
+    line.strip() for line in (CROSSPLANE / "tests" / "connection_secret_keys.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#"))
+
 API = CROSSPLANE / "apis" / "postgrescluster"
 PROVIDER_LABEL = "exam-results.io/provider"
 EXAMPLE_NAMES = sorted(p.stem for p in (CROSSPLANE / "examples").glob("*.yaml"))

@@ -12,8 +12,7 @@ import pytest
 
 import crossplane_support as xp
 
-CONTRACT_SECRET_KEYS = {"rw-host", "ro-host", "port", "dbname", "username", "password",
-                        "app-username", "app-password", "reader-username", "reader-password", "ca.crt"}
+CONTRACT_SECRET_KEYS = xp.CONTRACT_SECRET_KEYS
 RDS_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIE (Amazon RDS eu-west-1 Root CA)\n-----END CERTIFICATE-----\n"
 BUNDLE_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rds-ca-bundle", "namespace": "exam-results"},
                  "data": {"ca.crt": base64.b64encode(RDS_BUNDLE.encode()).decode()}}

@@ -11,8 +11,7 @@ import pytest
 
 import crossplane_support as xp
 
-CONTRACT_SECRET_KEYS = {"rw-host", "ro-host", "port", "dbname", "username", "password",
-                        "app-username", "app-password", "reader-username", "reader-password", "ca.crt"}
+CONTRACT_SECRET_KEYS = xp.CONTRACT_SECRET_KEYS
 BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB (the cluster's CA)\n-----END CERTIFICATE-----\n"
 
