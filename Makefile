@@ -116,8 +116,9 @@ test-knative: ## Render, lint and validate the Helm chart and Dockerfile offline
 	cd knative && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 ./checks/...
 
 .PHONY: test-crossplane
-test-crossplane: ## Validate and render the Crossplane XRD and compositions offline
+test-crossplane: ## Validate and render the Crossplane XRD and compositions offline (pytest, then crossplane render + upstream Go types)
 	$(PYTEST) crossplane/tests
+	crossplane/checks/run.sh
 
 .PHONY: test-observability
 test-observability: ## promtool rule tests, dashboard checks

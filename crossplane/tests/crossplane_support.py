@@ -60,6 +60,11 @@ ENGINE_SPECIFIC_FUNCTIONS = (
 )
 
 
+# The connection Secret's keys: the contract with the exam-results chart (database.existingSecret).
+CONTRACT_SECRET_KEYS = frozenset(
+    line.strip() for line in (CROSSPLANE / "tests" / "connection_secret_keys.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#"))
+
 API = CROSSPLANE / "apis" / "postgrescluster"
 PROVIDER_LABEL = "exam-results.io/provider"
 EXAMPLE_NAMES = sorted(p.stem for p in (CROSSPLANE / "examples").glob("*.yaml"))
@@ -318,6 +323,7 @@ class Rendered:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # by composition-resource-name
     ready: dict[str, str] = field(default_factory=dict)
     composite_status: dict[str, Any] = field(default_factory=dict)
+    requirements: dict[str, dict[str, Any]] = field(default_factory=dict)  # ExtraResources, by key
 
     def by_kind(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.resources.values() if r["kind"] == kind]
@@ -329,11 +335,13 @@ class Rendered:
 
 
 def render_composition(composition: dict[str, Any], xr: dict[str, Any],
-                       observed: dict[str, dict[str, Any]] | None = None) -> Rendered:
+                       observed: dict[str, dict[str, Any]] | None = None,
+                       required: dict[str, list[dict[str, Any]]] | None = None) -> Rendered:
     """Run every pipeline step of `composition` for the stored XR `xr`.
 
     `observed` maps composition-resource-name -> observed object, as Crossplane passes the
-    composed resources that already exist.
+    composed resources that already exist. `required` maps a requirement key (asked for with a
+    meta.gotemplating.fn.crossplane.io ExtraResources document) -> the objects Crossplane found.
     """
     result = Rendered()
     desired_xr = {"apiVersion": xr["apiVersion"], "kind": xr["kind"], "metadata": copy.deepcopy(xr["metadata"])}
@@ -352,6 +360,9 @@ def render_composition(composition: dict[str, Any], xr: dict[str, Any],
             request["observed"]["resources"] = {k: {"resource": v} for k, v in observed.items()}
         if result.resources:
             request["desired"]["resources"] = {k: {"resource": v} for k, v in result.resources.items()}
+        if required:
+            request["requiredResources"] = {k: {"items": [{"resource": r} for r in v]} if v else {}
+                                            for k, v in required.items()}
         text = execute_template(step_input["inline"]["template"], request)
         _apply_step_output(text, xr, result)
     return result
@@ -374,7 +385,13 @@ def _apply_step_output(text: str, xr: dict[str, Any], result: Rendered) -> None:
             _merge(result.composite_status, obj.get("status") or {})
             continue
         if obj.get("apiVersion") == META_API_VERSION:
-            raise NotImplementedError(f"{META_API_VERSION} {obj.get('kind')} is not used by these compositions")
+            if obj.get("kind") != "ExtraResources":
+                raise NotImplementedError(f"{META_API_VERSION} {obj.get('kind')} is not used by these compositions")
+            for key, selector in obj["requirements"].items():
+                if key in result.requirements:
+                    raise ValueError(f"duplicate extra resource key {key!r}")
+                result.requirements[key] = selector
+            continue
         if name is None:
             raise ValueError(f"{obj.get('kind')} template is missing the {ANNOTATION_RESOURCE_NAME} annotation")
         if name in result.resources and result.resources[name]["kind"] != obj["kind"]:

@@ -4,6 +4,7 @@ provider-aws RDS resources and the connection Secret the chart reads."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 
@@ -11,7 +12,10 @@ import pytest
 
 import crossplane_support as xp
 
-CONTRACT_SECRET_KEYS = {"rw-host", "ro-host", "port", "dbname", "username", "password"}
+CONTRACT_SECRET_KEYS = xp.CONTRACT_SECRET_KEYS
+RDS_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIE (Amazon RDS eu-west-1 Root CA)\n-----END CERTIFICATE-----\n"
+BUNDLE_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rds-ca-bundle", "namespace": "exam-results"},
+                 "data": {"ca.crt": base64.b64encode(RDS_BUNDLE.encode()).decode()}}
 PRIMARY_HOST = "ner-exam-results-db.abc123.eu-west-1.rds.amazonaws.com"
 
 
@@ -21,8 +25,10 @@ def replica_host(i: int) -> str:
 
 @pytest.fixture
 def render(compositions):
-    def _render(xr, observed=None):
-        return xp.render_composition(compositions["aws"], xr, observed)
+    def _render(xr, observed=None, required=None):
+        """One reconcile; the operator has created the RDS CA bundle Secret unless `required` says otherwise."""
+        required = {"ca-bundle": [BUNDLE_SECRET]} if required is None else required
+        return xp.render_composition(compositions["aws"], xr, observed, required)
 
     return _render
 
@@ -63,7 +69,8 @@ def test_every_resource_of_every_reconcile_is_valid_against_its_schema(render, p
 
 def test_first_reconcile_creates_network_parameters_password_and_primary_only(render, prod):
     first = render(prod)
-    assert set(first.resources) == {"master-password", "subnet-group", "parameter-group", "primary"}
+    assert set(first.resources) == {"master-password", "app-role", "reader-role", "subnet-group",
+                                    "parameter-group", "primary"}
     assert "endpoints" not in first.composite_status  # nothing to connect to yet
     assert first.composite_status["readyInstances"] == 0
 
@@ -79,7 +86,7 @@ def test_primary_is_multi_az_encrypted_private_and_keeps_backups(render, prod):
     assert primary["skipFinalSnapshot"] is False and primary["finalSnapshotIdentifier"].endswith("-final")
     assert primary["deleteAutomatedBackups"] is False
     assert (primary["engine"], primary["engineVersion"]) == ("postgres", "17")
-    assert (primary["dbName"], primary["username"]) == ("exam_results", "exam_app")
+    assert (primary["dbName"], primary["username"]) == ("exam_results", "exam_owner")
     assert primary["allocatedStorage"] == 100 and primary["maxAllocatedStorage"] == 500
     assert primary["vpcSecurityGroupIds"] == ["sg-0a1b2c3d4e5f60001"]
 
@@ -133,8 +140,16 @@ def test_connection_secret_points_rw_at_the_primary_and_ro_at_the_replica(render
     assert early["rw-host"] == early["ro-host"] == PRIMARY_HOST  # no replica address yet: readers use the primary
     data = xp.secret_data(third.resources["connection-secret"])
     assert data["rw-host"] == PRIMARY_HOST and data["ro-host"] == replica_host(1)
-    assert (data["port"], data["dbname"], data["username"]) == ("5432", "exam_results", "exam_app")
+    assert (data["port"], data["dbname"], data["username"]) == ("5432", "exam_results", "exam_owner")
     assert data["password"] == xp.secret_data(third.resources["master-password"])["password"]
+    # The migration runner creates exam_app and exam_reader on RDS with these passwords.
+    assert (data["app-username"], data["reader-username"]) == ("exam_app", "exam_reader")
+    for key, role in (("app-role", "app"), ("reader-role", "reader")):
+        secret = xp.secret_data(third.resources[key])
+        assert secret["username"] == data[f"{role}-username"]
+        assert secret["password"] == data[f"{role}-password"] and len(secret["password"]) == 32
+    assert len({data["password"], data["app-password"], data["reader-password"]}) == 3
+    assert data["ca.crt"] == RDS_BUNDLE
     assert third.resources["connection-secret"]["metadata"]["name"] == "exam-results-db"
 
 
@@ -241,3 +256,26 @@ def test_restore_is_a_point_in_time_restore_of_the_source_primary(render, exampl
     assert "dbName" not in primary and "username" not in primary  # they come from the source
     assert primary["passwordSecretRef"]["name"] == rendered.resources["master-password"]["metadata"]["name"]
     assert primary["multiAz"] is True and primary["storageEncrypted"] is True
+
+
+def test_the_rds_ca_bundle_comes_from_the_named_secret_and_the_secret_waits_for_it(render, examples, admit):
+    xr = copy.deepcopy(examples["prod-aws"])
+    xr["spec"]["aws"]["caBundleSecretName"] = "rds-global-bundle"
+    xr = admit(xr)
+    *_, observed = reconcile_until_ready(render, xr)
+    missing = render(xr, observed, required={"ca-bundle": []})
+    assert missing.requirements["ca-bundle"] == {
+        "apiVersion": "v1", "kind": "Secret", "matchName": "rds-global-bundle", "namespace": "exam-results"}
+    assert "ca.crt" not in xp.secret_data(missing.resources["connection-secret"])
+    assert missing.ready["connection-secret"] == "False"  # the XR is not Ready without the CA
+    assert missing.composite_status["caSecret"] == {"name": "rds-global-bundle", "key": "ca.crt"}
+    present = render(xr, observed)
+    assert xp.secret_data(present.resources["connection-secret"])["ca.crt"] == RDS_BUNDLE
+    assert present.ready["connection-secret"] == "True"
+
+
+def test_role_passwords_are_kept_once_they_exist(render, prod):
+    first = render(prod)
+    again = render(prod, {k: copy.deepcopy(first.resources[k]) for k in ("app-role", "reader-role")})
+    for key in ("app-role", "reader-role"):
+        assert xp.secret_data(again.resources[key]) == xp.secret_data(first.resources[key])

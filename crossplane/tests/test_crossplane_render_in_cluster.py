@@ -4,20 +4,28 @@ exam-results service depends on."""
 
 from __future__ import annotations
 
+import base64
 import copy
 
 import pytest
 
 import crossplane_support as xp
 
-CONTRACT_SECRET_KEYS = {"rw-host", "ro-host", "port", "dbname", "username", "password"}
+CONTRACT_SECRET_KEYS = xp.CONTRACT_SECRET_KEYS
 BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB (the cluster's CA)\n-----END CERTIFICATE-----\n"
+
+
+def cnpg_ca_secret(name="exam-results-db"):
+    """The CA Secret CloudNativePG creates for a cluster (<cluster>-ca, keys ca.crt and ca.key)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-ca", "namespace": "exam-results"},
+            "data": {"ca.crt": base64.b64encode(CA_PEM.encode()).decode(), "ca.key": "c2VjcmV0"}}
 
 
 @pytest.fixture
 def render(compositions):
-    def _render(xr, observed=None):
-        return xp.render_composition(compositions["in-cluster"], xr, observed)
+    def _render(xr, observed=None, required=None):
+        return xp.render_composition(compositions["in-cluster"], xr, observed, required)
 
     return _render
 
@@ -54,14 +62,65 @@ def test_wal_gets_its_own_volume_only_when_asked(render, examples, admit):
     assert "walStorage" not in render(admit(examples["dev"])).one("Cluster")["spec"]
 
 
-def test_cluster_bootstraps_the_exams_database_owned_by_the_app_role(render, examples, admit):
+def test_cluster_bootstraps_the_exams_database_owned_by_the_migration_owner(render, examples, admit):
     rendered = render(admit(examples["dev"]))
     initdb = rendered.one("Cluster")["spec"]["bootstrap"]["initdb"]
-    assert (initdb["database"], initdb["owner"]) == ("exam_results", "exam_app")
-    credentials = rendered.resources["app-credentials"]
+    assert (initdb["database"], initdb["owner"]) == ("exam_results", "exam_owner")
+    credentials = rendered.resources["owner-credentials"]
     assert credentials["type"] == "kubernetes.io/basic-auth"
     assert initdb["secret"]["name"] == credentials["metadata"]["name"]
-    assert xp.secret_data(credentials)["username"] == "exam_app"
+    assert xp.secret_data(credentials)["username"] == "exam_owner"
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_runtime_roles_are_managed_login_roles_in_the_group_roles_not_the_owner(render, examples, admit, name):
+    rendered = render(admit(examples[name]))
+    roles = {r["name"]: r for r in rendered.one("Cluster")["spec"]["managed"]["roles"]}
+    assert set(roles) == {"exam_app", "exam_reader"}
+    assert roles["exam_app"]["inRoles"] == ["exam_results_writer"]
+    assert roles["exam_reader"]["inRoles"] == ["exam_results_reader"]
+    for role, key in (("exam_app", "app-role"), ("exam_reader", "reader-role")):
+        spec = roles[role]
+        assert spec["login"] is True and spec["ensure"] == "present"
+        for attribute in ("superuser", "createdb", "createrole", "replication", "bypassrls"):
+            assert not spec.get(attribute), f"{role} must not have {attribute}"
+        secret = rendered.resources[key]
+        assert spec["passwordSecret"] == {"name": secret["metadata"]["name"]}
+        # CloudNativePG reads a managed role's password from a basic-auth Secret whose username is the role.
+        assert secret["type"] == "kubernetes.io/basic-auth"
+        assert xp.secret_data(secret)["username"] == role
+        assert len(xp.secret_data(secret)["password"]) == 32
+    data = xp.secret_data(rendered.resources["connection-secret"])
+    assert (data["app-username"], data["reader-username"]) == ("exam_app", "exam_reader")
+    assert data["app-password"] == xp.secret_data(rendered.resources["app-role"])["password"]
+    assert data["reader-password"] == xp.secret_data(rendered.resources["reader-role"])["password"]
+    assert len({data["password"], data["app-password"], data["reader-password"]}) == 3
+
+
+def test_the_owner_cannot_be_a_runtime_role(xrd, examples):
+    import jsonschema
+
+    for role in ("exam_app", "exam_reader"):
+        xr = copy.deepcopy(examples["dev"])
+        xr["spec"]["database"] = {"owner": role}
+        with pytest.raises(jsonschema.ValidationError, match="must not be one of the runtime roles"):
+            xp.admit_xr(xrd, xr)
+
+
+def test_connection_secret_carries_the_clusters_ca_once_cloudnativepg_created_it(render, examples, admit):
+    xr = admit(examples["dev"])
+    first = render(xr)
+    # The function asks Crossplane for CloudNativePG's CA Secret, in the XR's namespace.
+    assert first.requirements == {"server-ca": {
+        "apiVersion": "v1", "kind": "Secret", "matchName": "exam-results-db-ca", "namespace": "exam-results"}}
+    assert "ca.crt" not in xp.secret_data(first.resources["connection-secret"])
+    assert first.ready["connection-secret"] == "False"  # verify-full cannot work yet
+    assert first.composite_status["caSecret"] == {"name": "exam-results-db-ca", "key": "ca.crt"}
+    later = render(xr, required={"server-ca": [cnpg_ca_secret()]})
+    data = xp.secret_data(later.resources["connection-secret"])
+    assert data["ca.crt"] == CA_PEM
+    assert later.ready["connection-secret"] == "True"
+    assert "ca.key" not in data  # only the certificate travels
 
 
 def test_parameters_reach_postgresql_as_strings(render, examples, admit):
@@ -79,7 +138,7 @@ def test_image_follows_the_major_version_unless_overridden(render, examples, adm
 @pytest.mark.parametrize("name", ["dev", "prod"])
 def test_connection_secret_has_the_keys_the_chart_reads(render, examples, admit, name):
     xr = admit(examples[name])
-    rendered = render(xr)
+    rendered = render(xr, required={"server-ca": [cnpg_ca_secret()]})
     secret = rendered.resources["connection-secret"]
     assert secret["metadata"]["name"] == "exam-results-db"
     data = xp.secret_data(secret)
@@ -87,8 +146,8 @@ def test_connection_secret_has_the_keys_the_chart_reads(render, examples, admit,
     assert data["rw-host"] == "exam-results-db-rw.exam-results.svc"   # CloudNativePG's primary service
     assert data["ro-host"] == "exam-results-db-ro.exam-results.svc"   # its replicas-only service
     assert data["port"] == "5432"
-    assert (data["dbname"], data["username"]) == ("exam_results", "exam_app")
-    assert data["password"] == xp.secret_data(rendered.resources["app-credentials"])["password"]
+    assert (data["dbname"], data["username"]) == ("exam_results", "exam_owner")
+    assert data["password"] == xp.secret_data(rendered.resources["owner-credentials"])["password"]
     assert len(data["password"]) == 32 and data["password"].isalnum()
 
 
@@ -98,15 +157,17 @@ def test_connection_secret_name_is_configurable(render, examples, admit):
     assert rendered.composite_status["connectionSecret"] == "results-db-staging"
 
 
-def test_password_is_generated_per_cluster_and_kept_once_it_exists(render, examples, admit):
+@pytest.mark.parametrize("key,secret_key", [("owner-credentials", "password"), ("app-role", "app-password"),
+                                            ("reader-role", "reader-password")])
+def test_passwords_are_generated_per_cluster_and_kept_once_they_exist(render, examples, admit, key, secret_key):
     xr = admit(examples["dev"])
     first, other = render(xr), render(xr)
-    generated = xp.secret_data(first.resources["app-credentials"])["password"]
-    assert generated != xp.secret_data(other.resources["app-credentials"])["password"]  # really random
+    generated = xp.secret_data(first.resources[key])["password"]
+    assert generated != xp.secret_data(other.resources[key])["password"]  # really random
     # Next reconcile: Crossplane observes the Secret it created; the password must not change.
-    again = render(xr, observed={"app-credentials": copy.deepcopy(first.resources["app-credentials"])})
-    assert xp.secret_data(again.resources["app-credentials"])["password"] == generated
-    assert xp.secret_data(again.resources["connection-secret"])["password"] == generated
+    again = render(xr, observed={key: copy.deepcopy(first.resources[key])})
+    assert xp.secret_data(again.resources[key])["password"] == generated
+    assert xp.secret_data(again.resources["connection-secret"])[secret_key] == generated
 
 
 def test_backups_enabled_compose_an_object_store_a_schedule_and_wal_archiving(render, examples, admit):
@@ -199,7 +260,7 @@ def test_xr_status_reports_endpoints_and_ready_instances_from_the_observed_clust
 
     cluster["status"].update(readyInstances=3, phase="Cluster in healthy state",
                              conditions=[{"type": "Ready", "status": "True"}])
-    healthy = render(xr, observed={"cluster": cluster})
+    healthy = render(xr, observed={"cluster": cluster}, required={"server-ca": [cnpg_ca_secret()]})
     assert healthy.composite_status["readyInstances"] == 3
     assert healthy.ready["cluster"] == "True"
     # Everything else is ready as soon as it exists, so the XR becomes Ready with the cluster.
@@ -222,8 +283,8 @@ def test_restore_bootstraps_from_the_source_clusters_archive_to_a_point_in_time(
     recovery = cluster["bootstrap"]["recovery"]
     assert recovery["source"] == "origin"
     assert recovery["recoveryTarget"] == {"targetTime": "2027-08-14T09:30:00Z"}
-    assert (recovery["database"], recovery["owner"]) == ("exam_results", "exam_app")
-    assert recovery["secret"]["name"] == rendered.resources["app-credentials"]["metadata"]["name"]
+    assert (recovery["database"], recovery["owner"]) == ("exam_results", "exam_owner")
+    assert recovery["secret"]["name"] == rendered.resources["owner-credentials"]["metadata"]["name"]
     store = rendered.one("ObjectStore")
     assert cluster["externalClusters"] == [{"name": "origin", "plugin": {
         "name": BARMAN_PLUGIN,

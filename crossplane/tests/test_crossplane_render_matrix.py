@@ -47,7 +47,7 @@ def test_render_cli_prints_validated_resources_and_refuses_bad_pairings(capsys):
 
     assert xp.main([str(xp.CROSSPLANE / "examples" / "dev.yaml")]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["Secret", "Secret", "Cluster", "PodMonitor", "PostgresCluster"]
+    assert [d["kind"] for d in docs] == ["Secret"] * 4 + ["Cluster", "PodMonitor", "PostgresCluster"]
     assert xp.main([str(xp.CROSSPLANE / "examples" / "dev.yaml"), "--composition", "aws"]) == 1
     assert "spec.aws" in capsys.readouterr().err
 
@@ -76,8 +76,8 @@ def test_render_cli_renders_a_later_reconcile_from_observed_resources(tmp_path, 
     assert xp.main([example]) == 0
     first = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
     observed = tmp_path / "observed.yaml"
-    observed.write_text(yaml.safe_dump_all([first["Secret/exam-results-db-app-credentials"]]))
+    observed.write_text(yaml.safe_dump_all([first["Secret/exam-results-db-owner-credentials"]]))
     assert xp.main([example, "--observed", str(observed)]) == 0
     second = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
-    for name in ("Secret/exam-results-db-app-credentials", "Secret/exam-results-db"):
+    for name in ("Secret/exam-results-db-owner-credentials", "Secret/exam-results-db"):
         assert second[name]["data"]["password"] == first[name]["data"]["password"]

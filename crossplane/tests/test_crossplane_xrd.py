@@ -36,7 +36,7 @@ def test_an_empty_spec_gets_one_primary_and_one_replica_and_the_chart_secret_nam
     spec = stored["spec"]
     assert spec["instances"] == 2
     assert spec["connectionSecretName"] == "exam-results-db"
-    assert spec["database"] == {"name": "exam_results", "owner": "exam_app"}
+    assert spec["database"] == {"name": "exam_results", "owner": "exam_owner"}
     assert spec["storage"]["size"] == "10Gi"
     assert spec["postgresVersion"] == "17"
     assert spec["parameters"] == {"maxConnections": 200, "sharedBuffers": "128MB"}
