@@ -7,7 +7,7 @@ function-go-templating step with a real Go text/template + sprig engine (the Hel
 - `schema_for` / `validate`: custom resources against the CRDs-catalog JSON schemas found at
   `CRD_SCHEMA_LOCATION` (a directory or a URL prefix; default `<repo>/../shared/schemas/crds`),
   including the schemas' CEL rules that cel-python can evaluate; core kinds with
-  kubernetes-validate (strict, Kubernetes 1.30).
+  kubernetes-validate (strict, at the chart's Kubernetes floor).
 - `xr_schema` / `apply_defaults`: an XRD version's openAPIV3Schema, completed with the fields
   Crossplane adds to every namespaced XR's CRD and made strict (unknown fields rejected, as
   `kubectl apply` does with server-side field validation), structural defaulting, and its CEL
@@ -38,7 +38,11 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CROSSPLANE = REPO / "crossplane"
-KUBERNETES_VERSION = "1.30.0"
+# The Kubernetes floor: the chart's kubeVersion, as .ci/k8s_validate.py reads it.
+sys.path.insert(0, str(REPO / ".ci"))
+import k8s_validate  # noqa: E402
+
+KUBERNETES_VERSION = k8s_validate.DEFAULT_KUBE_VERSION
 
 ANNOTATION_RESOURCE_NAME = "gotemplating.fn.crossplane.io/composition-resource-name"
 ANNOTATION_READY = "gotemplating.fn.crossplane.io/ready"
