@@ -136,6 +136,29 @@ pub struct Config {
     /// presence is used (see `RATE_LIMIT_CLIENT_HEADER`).
     #[serde(default)]
     pub k_service: Option<String>,
+    /// `CORS_ALLOW_ORIGIN`: public functions only (never write or token
+    /// routes): the one origin, e.g. `https://results.example.org`, whose
+    /// pages may read their replies from JavaScript (the results page calls
+    /// get-result). Unset: no CORS headers. See [`crate::web::Web::cors`].
+    #[serde(default)]
+    pub cors_allow_origin: Option<String>,
+    /// `RESULTS_API_URL`: results-page only: get-result's public base URL
+    /// the page's JavaScript reads from, e.g. `https://get-result.example.org`;
+    /// unset or empty: the page's own origin.
+    #[serde(default)]
+    pub results_api_url: Option<String>,
+    /// `PAGE_CACHE_SECONDS`: results-page only: how long browsers and CDNs
+    /// may keep the page (`Cache-Control: public, max-age`). Default 86400.
+    #[serde(default = "defaults::page_cache_seconds")]
+    pub page_cache_seconds: u64,
+    /// `PASS_MARK`: results-page only: when set, a result shows pass (marks
+    /// at or above it) or fail.
+    #[serde(default)]
+    pub pass_mark: Option<i32>,
+    /// `GRADE_BANDS`: results-page only: when set, a result shows its grade,
+    /// e.g. `80:A+,70:A,60:B,50:C,40:D,0:F` (lowest marks of each band).
+    #[serde(default)]
+    pub grade_bands: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -188,7 +211,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(variable: &str, problem: impl Into<String>) -> Self {
         Self {
             variable: variable.to_owned(),
             problem: problem.into(),
@@ -297,6 +320,7 @@ impl Config {
             ));
         }
         self.validate_serving(auth)?;
+        crate::web::validate(self)?;
         if let Some(lag) = self.max_replica_lag_seconds {
             if !(lag.is_finite() && lag > 0.0) {
                 return Err(ConfigError::new(
@@ -504,6 +528,9 @@ mod defaults {
     }
     pub(super) fn max_header_bytes() -> usize {
         16 * 1024
+    }
+    pub(super) fn page_cache_seconds() -> u64 {
+        86_400
     }
     pub(super) fn rate_limit_per_second() -> u32 {
         20

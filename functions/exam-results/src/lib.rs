@@ -35,6 +35,8 @@
 //! - [`limits`]: what one connection may cost: idle, header and body
 //!   timeouts, the request-head size, JSON bodies for the HTTP layer's own errors.
 //! - [`ratelimit`]: the per-client token bucket on public routes.
+//! - [`web`]: what browsers get: the results page (text per language in
+//!   `web/text.json`) and CORS on public replies.
 //! - [`server`]: assembling a function, the accept loop with its connection
 //!   cap, graceful shutdown, the metrics listener, and [`server::run`].
 
@@ -51,6 +53,7 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 pub use config::{Access, Auth, Config};
 pub use error::ApiError;

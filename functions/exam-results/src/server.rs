@@ -43,6 +43,7 @@ use crate::telemetry;
 /// target that is not a path) are answered first, inside the envelope, so
 /// they are logged and counted like any other request.
 pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
+    let web = state.web.clone();
     let decided =
         warp::ext::optional::<EdgeVerdict>().and_then(|verdict: Option<EdgeVerdict>| async move {
             verdict
@@ -55,7 +56,8 @@ pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
         .or((function.routes)(state))
         .unify()
         .recover(handle_rejection)
-        .unify();
+        .unify()
+        .map(move |response| web.cors(function.auth, response));
     context(function.served_routes())
         .and(routes)
         .map(finish)

@@ -23,6 +23,8 @@ pub struct AppState {
     pub years: YearRange,
     /// Reads only: the replica's last measured lag, if lag checking is on.
     pub lag: Option<Arc<ReplicaLag>>,
+    /// What browsers get: CORS on public replies, the results page's settings.
+    pub web: Arc<crate::web::Web>,
 }
 
 /// The replica lag as last measured by the background probe.
@@ -81,6 +83,7 @@ impl AppState {
             lag: config
                 .max_replica_lag_seconds
                 .map(|max| Arc::new(ReplicaLag::new(max))),
+            web: crate::web::Web::from_config(config),
         }
     }
 

@@ -48,7 +48,8 @@ operations!(
     get_result,
     list_results,
     update_result,
-    delete_result
+    delete_result,
+    results_page
 );
 
 /// One result: `/results/{exam_year}/{roll_number}`.

@@ -1,4 +1,4 @@
-//! End-to-end tests of the five functions over real HTTP, against a real
+//! End-to-end tests of the functions over real HTTP, against a real
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
 mod bad_input;
@@ -11,6 +11,7 @@ mod hardening;
 mod list;
 mod manifest;
 mod metrics;
+mod page;
 mod raw;
 mod replica;
 mod resilience;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use exam_results::config::{Auth, Config};
 use exam_results::limits::ServeLimits;
 use exam_results::operations::{
-    create_result, delete_result, get_result, list_results, update_result,
+    create_result, delete_result, get_result, list_results, results_page, update_result,
 };
 use exam_results::ratelimit::RateLimit;
 use exam_results::server::{app, serve, Function};
@@ -35,6 +35,7 @@ pub const GET: Function = get_result::FUNCTION;
 pub const LIST: Function = list_results::FUNCTION;
 pub const UPDATE: Function = update_result::FUNCTION;
 pub const DELETE: Function = delete_result::FUNCTION;
+pub const PAGE: Function = results_page::FUNCTION;
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -518,6 +519,13 @@ pub async fn spawn(function: Function) -> TestApp {
 
 /// Serves `function` with explicit options.
 pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_on(listener, function, options).await
+}
+
+/// Serves `function` on a listener bound beforehand (when another
+/// function's configuration needs its address first).
+pub async fn spawn_on(listener: TcpListener, function: Function, options: Spawn<'_>) -> TestApp {
     init_test_logging();
     let mut env: Vec<(String, String)> = vec![
         (
@@ -544,7 +552,6 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
     let config = Config::from_iter(env, function.auth).expect("test configuration is valid");
     let state = AppState::from_config(&config);
     exam_results::server::spawn_replica_lag_probe(&state);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let limits = ServeLimits {
