@@ -93,7 +93,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver test-browser ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -136,6 +136,14 @@ test-bench: ## Unit tests of the benchmark harness (parsing, recommendations); n
 test-apiserver: ## The chart, its upgrades and the compositions' objects applied to a real kube-apiserver (needs Go)
 	@test -x "$(GO)" || { echo "test-apiserver: skipped, Go is not installed (install Go 1.24 or later from https://go.dev/dl/, or set GO=/path/to/go)"; exit 0; }; \
 	cd knative/apiserver && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 -timeout 30m ./...
+
+BROWSER_TESTS := functions/results-page/tests/browser
+
+.PHONY: test-browser
+test-browser: ## The results page in Debian's Chromium (Playwright): lookups, no-JS form, 429, axe-core, page weight, Lighthouse; screenshots in $(BROWSER_TESTS)/artifacts
+	@command -v npm >/dev/null || { echo "test-browser: npm not found (Debian: apt-get install npm)" >&2; exit 1; }
+	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
+	$(CARGO) test -p exam-results --test browser -- --ignored --nocapture
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
