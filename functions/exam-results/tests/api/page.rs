@@ -1,15 +1,18 @@
 //! The results page (results-page) and the CORS header its script relies on
 //! (get-result). The same page in a real browser: functions/results-page/tests/browser.
 
-use crate::support::{shared_cluster, spawn_with, Spawn, CREATE, GET, LIST, PAGE};
+use exam_results::Function;
+
+use crate::support::{shared_cluster, spawn_with, Spawn, TestApp, CREATE, GET, LIST, PAGE};
 
 const ORIGIN: &str = "http://127.0.0.1:8086";
 
-async fn spawn_page(env: Vec<(&'static str, String)>) -> crate::support::TestApp {
+/// `function` over a fresh database of the shared cluster, with `env`.
+async fn serve(function: Function, env: Vec<(&'static str, String)>) -> TestApp {
     let cluster = shared_cluster();
     let database = cluster.fresh_database().await;
     spawn_with(
-        PAGE,
+        function,
         Spawn {
             cluster,
             database,
@@ -20,7 +23,7 @@ async fn spawn_page(env: Vec<(&'static str, String)>) -> crate::support::TestApp
 }
 
 async fn text(
-    app: &crate::support::TestApp,
+    app: &TestApp,
     path: &str,
     lang: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
@@ -36,7 +39,7 @@ async fn text(
 
 #[tokio::test]
 async fn the_page_is_cacheable_html_in_the_visitors_language() {
-    let app = spawn_page(vec![("PAGE_CACHE_SECONDS", "600".into())]).await;
+    let app = serve(PAGE, vec![("PAGE_CACHE_SECONDS", "600".into())]).await;
 
     let (status, headers, body) = text(&app, "/", Some("bn-BD, en;q=0.5")).await;
 
@@ -56,10 +59,13 @@ async fn the_page_is_cacheable_html_in_the_visitors_language() {
 
 #[tokio::test]
 async fn the_form_without_javascript_is_answered_with_the_result() {
-    let app = spawn_page(vec![
-        ("PASS_MARK", "33".into()),
-        ("GRADE_BANDS", "80:A+,33:D,0:F".into()),
-    ])
+    let app = serve(
+        PAGE,
+        vec![
+            ("PASS_MARK", "33".into()),
+            ("GRADE_BANDS", "80:A+,33:D,0:F".into()),
+        ],
+    )
     .await;
     app.insert_rows(shared_cluster(), &[(1001, 2024, 91)]).await;
 
@@ -80,7 +86,7 @@ async fn the_form_without_javascript_is_answered_with_the_result() {
 
 #[tokio::test]
 async fn the_form_says_not_found_and_refuses_bad_input_in_html() {
-    let app = spawn_page(vec![]).await;
+    let app = serve(PAGE, vec![]).await;
 
     let (status, _, body) = text(&app, "/?lang=en&exam_year=2024&roll_number=5", None).await;
     assert_eq!(status, 404);
@@ -113,15 +119,7 @@ async fn a_configured_origin_may_read_public_replies_only() {
             ("RATE_LIMIT_BURST", "1".into()),
         ]
     };
-    let get = spawn_with(
-        GET,
-        Spawn {
-            cluster,
-            database: cluster.fresh_database().await,
-            extra_env: cors(),
-        },
-    )
-    .await;
+    let get = serve(GET, cors()).await;
     get.insert_rows(cluster, &[(7, 2024, 70)]).await;
 
     let found = get.get(2024, 7).await;
@@ -137,15 +135,7 @@ async fn a_configured_origin_may_read_public_replies_only() {
     );
 
     for function in [CREATE, LIST] {
-        let app = spawn_with(
-            function,
-            Spawn {
-                cluster,
-                database: cluster.fresh_database().await,
-                extra_env: cors(),
-            },
-        )
-        .await;
+        let app = serve(function, cors()).await;
         let request = app
             .client
             .request(function.method.clone(), app.url("/results"));
@@ -158,15 +148,7 @@ async fn a_configured_origin_may_read_public_replies_only() {
             function.name
         );
     }
-    let plain = spawn_with(
-        GET,
-        Spawn {
-            cluster,
-            database: cluster.fresh_database().await,
-            extra_env: vec![],
-        },
-    )
-    .await;
+    let plain = serve(GET, vec![]).await;
     assert_eq!(
         plain
             .get(2024, 7)
