@@ -19,7 +19,7 @@ PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
 SEED_ROWS="${SEED_ROWS:-1000000}"
 CARGO_PROFILE="${CARGO_PROFILE:-release}"
 # name:port (metrics port = port + 1000)
-FUNCTIONS="create-result:${CREATE_RESULT_PORT:-8081} get-result:${GET_RESULT_PORT:-8082} list-results:${LIST_RESULTS_PORT:-8083} update-result:${UPDATE_RESULT_PORT:-8084} delete-result:${DELETE_RESULT_PORT:-8085}"
+FUNCTIONS="create-result:${CREATE_RESULT_PORT:-8081} get-result:${GET_RESULT_PORT:-8082} list-results:${LIST_RESULTS_PORT:-8083} update-result:${UPDATE_RESULT_PORT:-8084} delete-result:${DELETE_RESULT_PORT:-8085} results-page:${RESULTS_PAGE_PORT:-8086}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -214,7 +214,7 @@ build_functions() {
 
 function_env() {
   local name="$1" port="$2" database
-  case "$name" in get-result|list-results) database=exam_results_ro ;; *) database=exam_results ;; esac
+  case "$name" in get-result|list-results|results-page) database=exam_results_ro ;; *) database=exam_results ;; esac
   echo "PORT=$port"
   echo "METRICS_PORT=$((port + 1000))"
   echo "BIND_ADDRESS=127.0.0.1"
@@ -227,6 +227,11 @@ function_env() {
     echo "MAX_REPLICA_LAG_SECONDS=${MAX_REPLICA_LAG_SECONDS:-30}"
   fi
   echo "LOG_LEVEL=${LOG_LEVEL:-info}"
+  # The results page's script reads get-result, which lets that page's origin read it.
+  case "$name" in
+    get-result) echo "CORS_ALLOW_ORIGIN=http://127.0.0.1:${RESULTS_PAGE_PORT:-8086}" ;;
+    results-page) echo "RESULTS_API_URL=http://127.0.0.1:${GET_RESULT_PORT:-8082}" ;;
+  esac
 }
 
 start_functions() {
@@ -277,6 +282,7 @@ exam-results is up (state in $STATE_DIR; logs in $STATE_DIR/logs)
   list-results   GET    http://127.0.0.1:8083/results?exam_year=Y          (metrics :9083/metrics)
   update-result  PUT    http://127.0.0.1:8084/results/{exam_year}/{roll}   (metrics :9084/metrics)
   delete-result  DELETE http://127.0.0.1:8085/results/{exam_year}/{roll}   (metrics :9085/metrics)
+  results-page   GET    http://127.0.0.1:${RESULTS_PAGE_PORT:-8086}/   (the public results page: open it in a browser)
   PgBouncer      127.0.0.1:$PGBOUNCER_PORT  (exam_results -> primary :$PRIMARY_PORT, exam_results_ro -> replica :$REPLICA_PORT)
   Prometheus     http://127.0.0.1:$PROMETHEUS_PORT
 
