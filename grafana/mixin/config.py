@@ -91,6 +91,6 @@ READ_SCALE_FOR = "10m"
 
 # The read functions' max-scale defaults (functions.<fn>.autoscaling.maxScale in values.yaml);
 # the chart rebuilds this group from its values.
-MAX_SCALE_DEFAULTS = {"get-result": 100, "list-results": 50}
+MAX_SCALE_DEFAULTS = {"get-result": 100, "list-results": 50, "results-page": 10}
 
 RUNBOOKS = "docs/observability.md"

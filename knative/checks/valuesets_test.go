@@ -41,23 +41,23 @@ var valueSets = []struct {
 }{{
 	name:    "defaults",
 	release: release{},
-	want:    []string{"create-result", "delete-result", "get-result", "list-results", "update-result"},
+	want:    []string{"create-result", "delete-result", "get-result", "list-results", "results-page", "update-result"},
 }, {
 	name:    "prod",
 	release: release{files: []string{"ci/prod-values.yaml"}},
-	want:    []string{"create-result", "delete-result", "get-result", "list-results", "update-result"},
+	want:    []string{"create-result", "delete-result", "get-result", "list-results", "results-page", "update-result"},
 }, {
 	name:    "minimal",
 	release: release{files: []string{"ci/minimal-values.yaml"}},
-	want:    []string{"create-result", "get-result", "list-results", "update-result"},
+	want:    []string{"create-result", "get-result", "list-results", "results-page", "update-result"},
 }, {
 	name:    "rds",
 	release: release{files: []string{"ci/rds-values.yaml"}, sets: []string{caBundleSet}},
-	want:    []string{"create-result", "delete-result", "get-result", "list-results", "update-result"},
+	want:    []string{"create-result", "delete-result", "get-result", "list-results", "results-page", "update-result"},
 }, {
 	name:    "cd-managed",
 	release: cdRelease,
-	want:    []string{"create-result", "delete-result", "get-result", "list-results", "update-result"},
+	want:    []string{"create-result", "delete-result", "get-result", "list-results", "results-page", "update-result"},
 }}
 
 func TestValueSetsPassKnativeDefaultingAndValidation(t *testing.T) {
