@@ -15,7 +15,7 @@ export VENV
 ##@ Local system
 
 .PHONY: up
-up: ## Start PostgreSQL primary + replica, PgBouncer, schema, 1M-row seed, the five functions and Prometheus
+up: ## Start PostgreSQL primary + replica, PgBouncer, schema, 1M-row seed, the functions (results page included) and Prometheus
 	@.ci/install-deps.sh
 	@.ci/stack.sh up
 
