@@ -36,7 +36,14 @@
     fetch(c.api + '/results/' + y + '/' + r, { credentials: 'omit' }).then(function (res) {
       if (id !== seq) return;
       if (res.status === 200) return res.json().then(function (j) { if (id === seq) result(j); });
-      if (res.status === 404) return show([el('p', fmt(t.not_found, { year: y, roll: r }))], 'err', true);
+      if (res.status === 404) return res.json().catch(function () { return {}; }).then(function (j) {
+        if (id !== seq) return;
+        var code = j && j.error && j.error.code, wait = +res.headers.get('retry-after');
+        if (code !== 'results_not_published') return show([el('p', fmt(t.not_found, { year: y, roll: r }))], 'err', true);
+        // Retry-After counts the seconds until the publication time.
+        var time = new Date(Date.now() + wait * 1000).toLocaleString(document.documentElement.lang, { dateStyle: 'long', timeStyle: 'short' });
+        show([el('p', fmt(wait ? t.not_published : t.not_published_later, { year: y, time: time }))], 'err', true);
+      });
       if (res.status === 429) return retry(y, r, tries, t.rate_limited, +res.headers.get('retry-after') || 1, id);
       if (res.status >= 500) return retry(y, r, tries, t.unavailable, 0, id);
       show([el('p', t.invalid)], 'err', true);
