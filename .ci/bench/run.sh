@@ -6,8 +6,8 @@
 #   BENCH_ONLY=point,sweep .ci/bench/run.sh
 #
 # Settings (environment): BENCH_DURATION, BENCH_SWEEP_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
-# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_PERF, BENCH_OUT;
-# see .ci/bench/bench.py. Results: bench-results/<UTC timestamp>.md (+ .json).
+# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_INSTR_REQUESTS, BENCH_INSTR_RUNS, BENCH_PERF, BENCH_OUT;
+# see .ci/bench/bench/settings.py. Results: bench-results/<UTC timestamp>.md (+ .json).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 missing=()
@@ -17,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 cd "$ROOT"
-exec python3 "$ROOT/.ci/bench/bench.py" "$@"
+PYTHONPATH="$ROOT/.ci/bench${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m bench "$@"

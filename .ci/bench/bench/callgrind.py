@@ -1,0 +1,110 @@
+"""Instructions per served request of one server process, counted by valgrind's callgrind.
+
+Instruction counts do not depend on how busy the machine is, so they make a
+cost measure (and a regression check) that a shared 2-core machine cannot
+blur. The process runs under `valgrind --tool=callgrind`; after a warm-up
+(pool connections open, first-use allocations done) its counters are zeroed
+(`callgrind_control -z`), a fixed list of requests is sent one after the
+other on one keep-alive connection, and the counters are dumped
+(`callgrind_control -d`). Instructions per request = the dump's total /
+the number of requests: everything the process executed in that window, on
+every thread, including its background work (the replica-lag probe runs
+once a second, which adds a few hundred instructions per request at the
+speed requests are served under callgrind).
+"""
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from .stack import Stack
+
+# --dump-instr=no: per-function totals are enough. --vgdb=yes (the default)
+# lets callgrind_control reach the process.
+VALGRIND = ("valgrind", "--tool=callgrind", "--dump-instr=no", "--vgdb=yes")
+
+
+def available() -> Optional[str]:
+    """None when valgrind and callgrind_control are installed, else what is missing."""
+    missing = [tool for tool in ("valgrind", "callgrind_control") if not shutil.which(tool)]
+    return ", ".join(missing) or None
+
+
+def point_read_paths(year: int, lo: int, hi: int, n: int, seed: int = 17) -> list[str]:
+    """n point-read paths of existing rows, the same list for the same arguments."""
+    rnd = random.Random(seed)
+    return [f"/results/{year}/{rnd.randint(lo, hi)}" for _ in range(n)]
+
+
+def send(port: int, paths: list[str], timeout: float = 30.0) -> list[tuple[int, dict, bytes]]:
+    """GETs the paths in order on one keep-alive connection; (status, headers, body) each."""
+    out = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        for path in paths:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            out.append((resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()))
+    finally:
+        conn.close()
+    return out
+
+
+def totals(path: Path) -> int:
+    """The instruction total (Ir) of a callgrind output file."""
+    text = path.read_text(errors="replace")
+    m = re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M)
+    if not m:
+        raise ValueError(f"no totals line in {path}")
+    return int(m.group(1))
+
+
+def control(option: str, pid: int, timeout: float = 60.0) -> None:
+    done = subprocess.run(["callgrind_control", option, str(pid)], capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"callgrind_control {option} {pid} failed: {done.stdout}{done.stderr}")
+
+
+def measure(stack: Stack, name: str, paths: list[str], warmup: int = 50, pool: int = 4,
+            binary: Optional[Path] = None, extra: Optional[dict] = None, keep: Optional[Path] = None) -> dict:
+    """Instructions per request of one process serving `paths` (after `warmup` of them unmeasured).
+
+    `name` picks the environment (`.ci/stack.sh env NAME PORT`); `binary`
+    (default: the function's release binary) is what runs. `keep`, when
+    given, receives the callgrind file of the measured window (for
+    callgrind_annotate).
+    """
+    out = stack.tmp / f"callgrind.{(binary.name if binary else name)}.{time.monotonic_ns()}.out"
+    extra = {"LOG_LEVEL": "info", **(extra or {})}
+    proc, port = stack.start_function(name, pool, extra=extra, binary=binary,
+                                      wrapper=(*VALGRIND, f"--callgrind-out-file={out}"), ready_within=120.0)
+    try:
+        for status, _, body in send(port, paths[:warmup] or paths[:1]):
+            if status != 200:
+                raise RuntimeError(f"{name} warm-up request: {status} {body[:200]!r}")
+        control("-z", proc.pid)
+        t0 = time.monotonic()
+        answers = send(port, paths)
+        seconds = time.monotonic() - t0
+        control("-d", proc.pid)
+    finally:
+        stack.stop(proc)
+    bad = [(s, b[:200]) for s, _, b in answers if s != 200]
+    if bad:
+        raise RuntimeError(f"{name}: {len(bad)} of {len(paths)} requests failed, e.g. {bad[0]}")
+    dumps = sorted(out.parent.glob(out.name + ".*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    dumps = [d for d in dumps if d.suffix[1:].isdigit()]
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump for {name} (looked for {out}.N)")
+    instructions = totals(dumps[0])
+    if keep:
+        shutil.copyfile(dumps[0], keep)
+    return {"requests": len(paths), "instructions": instructions, "per_request": instructions / len(paths),
+            "seconds": seconds, "answers": answers}
