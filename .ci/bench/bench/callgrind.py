@@ -108,3 +108,49 @@ def measure(stack: Stack, name: str, paths: list[str], warmup: int = 50, pool: i
         shutil.copyfile(dumps[0], keep)
     return {"requests": len(paths), "instructions": instructions, "per_request": instructions / len(paths),
             "seconds": seconds, "answers": answers}
+
+
+def annotate(path: Path) -> list[tuple[int, str]]:
+    """(instructions, function) per function of a callgrind file, highest first (callgrind_annotate).
+
+    Self cost: every instruction counted once, in the function that executed
+    it (inlined code counts in the function it was inlined into). Functions
+    that were on a call stack when the counters were zeroed (thread start,
+    the tokio worker loop) come out of callgrind with their inclusive cost in
+    the self column: every one above half the total is one of those, and is
+    left out; what remains adds up to the total.
+    """
+    done = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"callgrind_annotate failed: {done.stderr[-500:]}")
+    total, rows = totals(path), []
+    for line in done.stdout.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.+)$", line)
+        if m and "PROGRAM TOTALS" not in m.group(2):
+            ir = int(m.group(1).replace(",", ""))
+            if ir <= total / 2:
+                rows.append((ir, m.group(2).strip()))
+    return rows
+
+
+def component(function: str, binary: str) -> str:
+    """The crate, or the shared object, a function of callgrind_annotate's output belongs to.
+
+    `function` is "file:name [object]" (file ??? when unknown, object absent
+    for inlined library code); `binary` is the profiled program's file name.
+    """
+    m = re.search(r" \[([^\]]+)\]$", function)
+    obj = Path(m.group(1)).name if m else ""
+    text = function[:m.start()] if m else function
+    where = re.match(r"(\?\?\?|[^:]*\.(?:rs|c|S|h)):(.*)$", text)
+    file, name = (where.group(1), where.group(2)) if where else ("", text)
+    if obj and obj != binary:
+        return obj.split(".so")[0]
+    if not obj and file.endswith((".c", ".S", ".h")):
+        return "libc"
+    trait = re.match(r"<(?:&|mut |dyn |\*const |\*mut )*(\w+)(?:<.*?>)? as (?:&|mut |dyn )*([\w:]+)", name)
+    if trait and "::" not in name[:name.find(" as ")] and "::" in trait.group(2):
+        name = trait.group(2)  # <W as core::fmt::Write>: the trait's crate
+    name = re.sub(r"^(?:<|&|mut |dyn |\*const |\*mut |core::ptr::drop_in_place<)+", "", name)
+    return re.split(r"::|<| ", name, maxsplit=1)[0] or name

@@ -65,6 +65,7 @@ class Settings:
     growth_rows: list[int]  # BENCH_GROWTH_ROWS [1000000 10000000; quick none]
     instr_requests: int  # BENCH_INSTR_REQUESTS requests counted under callgrind per run [2000; quick 500]
     instr_runs: int  # BENCH_INSTR_RUNS callgrind runs per target [2]
+    instr_profile: bool  # BENCH_INSTR_PROFILE=1: also get-result's instructions by function (a build with symbols) [0]
     only: set[str]  # BENCH_ONLY comma list of scenarios [all]
     out_dir: Path  # BENCH_OUT [bench-results]
     perf: bool  # BENCH_PERF=0 disables the perf profile [1]
@@ -96,6 +97,7 @@ class Settings:
             growth_rows=_ints(env.get("BENCH_GROWTH_ROWS", "" if quick else "1000000 10000000")),
             instr_requests=int(env.get("BENCH_INSTR_REQUESTS", "500" if quick else "2000")),
             instr_runs=int(env.get("BENCH_INSTR_RUNS", "2")),
+            instr_profile=env.get("BENCH_INSTR_PROFILE", "0") not in ("", "0", "false", "no"),
             only=only,
             out_dir=Path(env.get("BENCH_OUT", str(ROOT / "bench-results"))),
             perf=env.get("BENCH_PERF", "1") not in ("0", "false", "no"),

@@ -1,7 +1,10 @@
 """instructions: get-result's instructions per served request, beside a minimal baseline's (callgrind)."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+from typing import Optional
 
 from .. import callgrind
 from ..settings import BENCH_DIR, ROOT
@@ -12,12 +15,19 @@ BASELINE_BINARY = ROOT / "target" / "release" / "bench-baseline"
 # The baseline shares the functions' target directory (and its compiled dependencies).
 BUILD_BASELINE = ["cargo", "build", "--release", "-q", "--manifest-path", str(BASELINE_MANIFEST),
                   "--target-dir", str(ROOT / "target")]
+# get-result as released but with its symbol table (the release profile strips it), so that
+# callgrind can name functions; a target directory of its own keeps the stripped build intact.
+PROFILING_DIR = ROOT / "target" / "profiling"
+BUILD_PROFILING = ["cargo", "build", "--release", "-q", "-p", "get-result", "--target-dir", str(PROFILING_DIR)]
+PROFILING_ENV = {"CARGO_PROFILE_RELEASE_STRIP": "false"}
+TOP_FUNCTIONS = 30
 
 
-def build_baseline() -> None:
-    done = subprocess.run(BUILD_BASELINE, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+def build(command: list[str], env: Optional[dict] = None) -> None:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, **(env or {})})
     if done.returncode != 0:
-        raise RuntimeError(f"building the baseline failed: {done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
 
 
 def same_answers(a: list, b: list) -> bool:
@@ -43,7 +53,7 @@ def run(b) -> None:
     if missing:
         r.p(f"Skipped: {missing} not found (Debian package valgrind, in .ci/apt-bench.txt).")
         return
-    build_baseline()
+    build(BUILD_BASELINE)
     year, lo, hi = b.seeded
     n = b.s.instr_requests
     paths = callgrind.point_read_paths(year, lo, hi, n)
@@ -78,3 +88,42 @@ def run(b) -> None:
         "runs": {label: [{k: v for k, v in m.items() if k != "answers"} for m in ms] for label, ms in runs.items()}}
     if not agree:
         raise RuntimeError("the baseline answered differently from get-result")
+    if b.s.instr_profile:
+        by_function(b, paths)
+
+
+def by_function(b, paths: list[str]) -> None:
+    """Where get-result's instructions go: callgrind_annotate of one more run, with symbols."""
+    r = b.report
+    build(BUILD_PROFILING, PROFILING_ENV)
+    dump = b.stack.tmp / "get-result.callgrind"
+    m = callgrind.measure(b.stack, "get-result", paths, binary=PROFILING_DIR / "release" / "get-result", keep=dump)
+    n = m["requests"]
+    functions = callgrind.annotate(dump)
+    crates: dict[str, int] = {}
+    for ir, name in functions:
+        crate = callgrind.component(name, "get-result")
+        crates[crate] = crates.get(crate, 0) + ir
+    total = m["instructions"]
+    r.h("Where get-result's instructions go", 3)
+    r.p(f"The same {n:,} requests through get-result built with its symbol table "
+        f"(`{' '.join(f'{k}={v}' for k, v in PROFILING_ENV.items())} {' '.join(BUILD_PROFILING[:-2])} "
+        f"--target-dir target/profiling`; the code is the release build's), one run: "
+        f"{m['per_request']:,.0f} instructions per request. Self cost (each instruction counted once, in the "
+        f"function that executed it; inlined code counts in the function it was inlined into), from "
+        f"`callgrind_annotate --inclusive=no`. By crate or shared object:")
+    r.t(["crate / object", "instructions per request", "share"],
+        [[name, ir / n, f"{ir / total:.1%}"] for name, ir in sorted(crates.items(), key=lambda kv: -kv[1])
+         if ir / total >= 0.005])
+    r.p(f"The {TOP_FUNCTIONS} functions with the highest self cost:")
+    r.t(["instructions per request", "share", "function"],
+        [[ir / n, f"{ir / total:.1%}", f"`{short(name)}`"] for ir, name in functions[:TOP_FUNCTIONS]])
+    b.results["instructions"]["by_crate"] = {k: v / n for k, v in crates.items()}
+    b.results["instructions"]["functions"] = [(ir / n, name) for ir, name in functions[:100]]
+
+
+def short(function: str) -> str:
+    """A function of callgrind_annotate's output without its object path, at most 150 characters."""
+    text = re.sub(r" \[(?:[^\]]*/)?([^\]/]+)\]$", r" [\1]", function)
+    text = re.sub(r"^/rustc/\w+/", "", text)
+    return text if len(text) <= 150 else text[:147] + "..."
