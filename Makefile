@@ -69,7 +69,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-instructions ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -99,6 +99,14 @@ test-cicd: ## Promotion program against a real Prometheus, workflow lint
 .PHONY: test-bench
 test-bench: ## Unit tests of the benchmark harness (parsing, recommendations); no load is generated
 	$(PYTEST) .ci/bench/tests
+
+.PHONY: test-instructions
+test-instructions: ## get-result's instructions per request (callgrind) within the margin of .ci/bench/regression/reference.json
+	$(PYTEST) -s .ci/bench/regression
+
+.PHONY: instructions-reference
+instructions-reference: ## Re-measure get-result's instructions per request into the reference (commit it when the change is intended)
+	UPDATE_REFERENCE=1 $(PYTEST) -s .ci/bench/regression
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied

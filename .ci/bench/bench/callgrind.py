@@ -3,8 +3,9 @@
 Instruction counts do not depend on how busy the machine is, so they make a
 cost measure (and a regression check) that a shared 2-core machine cannot
 blur. The process runs under `valgrind --tool=callgrind`; after a warm-up
-(pool connections open, first-use allocations done) its counters are zeroed
-(`callgrind_control -z`), a fixed list of requests is sent one after the
+(pool connections open, first-use allocations done; run without instrumentation)
+instrumentation is switched on and the counters zeroed (`callgrind_control
+--instr=on`, `-z`), a fixed list of requests is sent one after the
 other on one keep-alive connection, and the counters are dumped
 (`callgrind_control -d`). Instructions per request = the dump's total /
 the number of requests: everything the process executed in that window, on
@@ -25,9 +26,13 @@ from typing import Optional
 
 from .stack import Stack
 
-# --dump-instr=no: per-function totals are enough. --vgdb=yes (the default)
-# lets callgrind_control reach the process.
-VALGRIND = ("valgrind", "--tool=callgrind", "--dump-instr=no", "--vgdb=yes")
+# --instr-atstart=no: start-up and warm-up run without callgrind's instrumentation (several
+# times faster; under callgrind alone the SCRAM login to PgBouncer takes seconds).
+# --dump-instr=no: per-function totals are enough. --vgdb=yes (the default) lets
+# callgrind_control reach the process.
+VALGRIND = ("valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", "--vgdb=yes")
+# Start-up under valgrind on a busy 2-core machine: generous, but bounded.
+READY_WITHIN_S = 600.0
 
 
 def available() -> Optional[str]:
@@ -84,11 +89,12 @@ def measure(stack: Stack, name: str, paths: list[str], warmup: int = 50, pool: i
     out = stack.tmp / f"callgrind.{(binary.name if binary else name)}.{time.monotonic_ns()}.out"
     extra = {"LOG_LEVEL": "info", **(extra or {})}
     proc, port = stack.start_function(name, pool, extra=extra, binary=binary,
-                                      wrapper=(*VALGRIND, f"--callgrind-out-file={out}"), ready_within=120.0)
+                                      wrapper=(*VALGRIND, f"--callgrind-out-file={out}"), ready_within=READY_WITHIN_S)
     try:
         for status, _, body in send(port, paths[:warmup] or paths[:1]):
             if status != 200:
                 raise RuntimeError(f"{name} warm-up request: {status} {body[:200]!r}")
+        control("--instr=on", proc.pid)
         control("-z", proc.pid)
         t0 = time.monotonic()
         answers = send(port, paths)
@@ -110,17 +116,19 @@ def measure(stack: Stack, name: str, paths: list[str], warmup: int = 50, pool: i
             "seconds": seconds, "answers": answers}
 
 
-def annotate(path: Path) -> list[tuple[int, str]]:
+def annotate(path: Path, inclusive: bool = False) -> list[tuple[int, str]]:
     """(instructions, function) per function of a callgrind file, highest first (callgrind_annotate).
 
     Self cost: every instruction counted once, in the function that executed
-    it (inlined code counts in the function it was inlined into). Functions
+    it (inlined code counts in the function it was inlined into); inclusive:
+    with everything the function called. Functions
     that were on a call stack when the counters were zeroed (thread start,
     the tokio worker loop) come out of callgrind with their inclusive cost in
     the self column: every one above half the total is one of those, and is
     left out; what remains adds up to the total.
     """
-    done = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(path)],
+    done = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100",
+                           str(path)],
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"callgrind_annotate failed: {done.stderr[-500:]}")

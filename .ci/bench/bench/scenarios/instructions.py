@@ -21,6 +21,12 @@ PROFILING_DIR = ROOT / "target" / "profiling"
 BUILD_PROFILING = ["cargo", "build", "--release", "-q", "-p", "get-result", "--target-dir", str(PROFILING_DIR)]
 PROFILING_ENV = {"CARGO_PROFILE_RELEASE_STRIP": "false"}
 TOP_FUNCTIONS = 30
+# Inclusive costs worth naming beside get-result's own functions (exam_results::...): the
+# library entry points its request path calls.
+ENTRY_POINTS = (r"tracing_subscriber::fmt::Subscriber<.*>::event$", r"register_(histogram|gauge|counter)$",
+                r"hyper::proto::h1::conn::Conn<.*>::poll_read_head$", r"Http1Transaction>::encode$",
+                r"tokio_postgres::query::query_typed::", r"<tokio::time::timeout::Timeout<T> as .*>::poll$",
+                r"uuid::")
 
 
 def build(command: list[str], env: Optional[dict] = None) -> None:
@@ -73,8 +79,9 @@ def run(b) -> None:
         rows.append([label, *per, f"{spread:.2%}", f"{sum(per) / len(per) / base:.2f}"])
     r.p(f"{n:,} point reads of existing rows (`GET /results/{year}/{{roll}}`, a fixed pseudo-random list, the "
         f"same for every run), sent one after another on one keep-alive connection to one process under "
-        f"`valgrind --tool=callgrind` (pool size 4, through the stack's PgBouncer and replica); counters zeroed "
-        f"after 50 warm-up requests and dumped after the last one (`callgrind_control -z` / `-d`). "
+        f"`valgrind --tool=callgrind --instr-atstart=no` (pool size 4, through the stack's PgBouncer and replica); "
+        f"after 50 warm-up requests instrumentation is switched on and the counters zeroed "
+        f"(`callgrind_control --instr=on`, `-z`), and they are dumped after the last request (`-d`). "
         f"Instructions per request = every instruction the process executed in that window, on all threads, "
         f"divided by {n:,}. Both processes answered the {n:,} requests with "
         + ("identical bodies and `ETag`s." if agree else "**different bodies or `ETag`s**.")
@@ -118,6 +125,13 @@ def by_function(b, paths: list[str]) -> None:
     r.p(f"The {TOP_FUNCTIONS} functions with the highest self cost:")
     r.t(["instructions per request", "share", "function"],
         [[ir / n, f"{ir / total:.1%}", f"`{short(name)}`"] for ir, name in functions[:TOP_FUNCTIONS]])
+    inclusive = [(ir, name) for ir, name in callgrind.annotate(dump, inclusive=True)
+                 if "exam_results::" in name or any(re.search(p, re.sub(r" \[.*\]$", "", name)) for p in ENTRY_POINTS)]
+    r.p("Inclusive cost (with everything each function called) of get-result's own functions and of the "
+        "library calls on its request path, from `callgrind_annotate --inclusive=yes`; nested entries "
+        "overlap, so the column does not add up:")
+    r.t(["instructions per request", "share", "function"],
+        [[ir / n, f"{ir / total:.1%}", f"`{short(name)}`"] for ir, name in inclusive if ir / total >= 0.003])
     b.results["instructions"]["by_crate"] = {k: v / n for k, v in crates.items()}
     b.results["instructions"]["functions"] = [(ir / n, name) for ir, name in functions[:100]]
 
