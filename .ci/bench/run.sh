@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: results-day benchmarks against the local stack (`make up` first).
 #
-#   .ci/bench/run.sh                    # full run, about 10-12 minutes
-#   BENCH_QUICK=1 .ci/bench/run.sh      # short version, under 2 minutes
+#   .ci/bench/run.sh                    # full run, about 12-14 minutes
+#   BENCH_QUICK=1 .ci/bench/run.sh      # short version, about 3 minutes
 #   BENCH_ONLY=point,sweep .ci/bench/run.sh
 #
 # Settings (environment): BENCH_DURATION, BENCH_SWEEP_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,

@@ -55,7 +55,7 @@ def _ints(value: str) -> list[int]:
 class Settings:
     """What to run, from the environment (defaults in brackets)."""
 
-    quick: bool  # BENCH_QUICK=1: the < 2 minute version
+    quick: bool  # BENCH_QUICK=1: the short version (about 3 minutes)
     duration: float  # BENCH_DURATION seconds per load run [6; quick 2]
     sweep_duration: float  # BENCH_SWEEP_DURATION seconds per capacity-sweep point [4; quick 2]
     connections: list[int]  # BENCH_CONNECTIONS point-read client counts [16 64 256; quick 64]

@@ -162,9 +162,11 @@ class Stack:
 
     def function_env(self, name: str, port: int, pool: int, log_level: str = "info",
                      extra: Optional[dict] = None) -> dict:
+        # The stack these settings name (its secrets and PgBouncer), whatever this process's environment says.
+        stack_env = dict(os.environ, STATE_DIR=str(self.s.state_dir), PGBOUNCER_PORT=str(self.s.pgbouncer_port),
+                         DATABASE_POOL_SIZE=str(pool), LOG_LEVEL=log_level)
         out = subprocess.run([str(ROOT / ".ci/stack.sh"), "env", name, str(port)], capture_output=True,
-                             text=True, check=True, env=dict(os.environ, DATABASE_POOL_SIZE=str(pool),
-                                                             LOG_LEVEL=log_level)).stdout
+                             text=True, check=True, env=stack_env).stdout
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         for line in out.splitlines():
             if "=" in line:
