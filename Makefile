@@ -93,7 +93,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver test-instructions ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -136,6 +136,14 @@ test-bench: ## Unit tests of the benchmark harness (parsing, recommendations); n
 test-apiserver: ## The chart, its upgrades and the compositions' objects applied to a real kube-apiserver (needs Go)
 	@test -x "$(GO)" || { echo "test-apiserver: skipped, Go is not installed (install Go 1.24 or later from https://go.dev/dl/, or set GO=/path/to/go)"; exit 0; }; \
 	cd knative/apiserver && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 -timeout 30m ./...
+
+.PHONY: test-instructions
+test-instructions: ## get-result's instructions per request (callgrind) within the margin of .ci/bench/regression/reference.json
+	$(PYTEST) -s .ci/bench/regression
+
+.PHONY: instructions-reference
+instructions-reference: ## Re-measure get-result's instructions per request into the reference (commit it when the change is intended)
+	UPDATE_REFERENCE=1 $(PYTEST) -s .ci/bench/regression
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
