@@ -75,12 +75,15 @@ free_port() {
 new_password() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | head -c 28; }
 
 # scram PASSWORD-VAR: a SCRAM-SHA-256 verifier of the password in that
-# variable, so the plaintext never reaches the server (nor its log).
+# variable, so the plaintext never reaches the server (nor its log). PgBouncer
+# gets the same verifiers, so it checks clients and logs in to PostgreSQL
+# without ever holding a plaintext password. A fast (test) sandbox uses 16
+# iterations instead of 4096: logins through it cost next to no CPU.
 scram() {
-  SCRAM_INPUT="${!1}" python3 - <<'PY'
+  SCRAM_INPUT="${!1}" SCRAM_ITERATIONS="$([ "$SANDBOX_FAST" = 1 ] && echo 16 || echo 4096)" python3 - <<'PY'
 import base64, hashlib, hmac, os
 password = os.environ["SCRAM_INPUT"].encode()
-salt, iterations = os.urandom(16), 4096
+salt, iterations = os.urandom(16), int(os.environ["SCRAM_ITERATIONS"])
 salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
 client = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
 stored = hashlib.sha256(client).digest()
@@ -168,7 +171,7 @@ node_conf() {
     echo "# Written by .ci/sandbox.sh on every start."
     echo "port = $port"
     if [ "$SANDBOX_FAST" = 1 ]; then
-      echo "fsync = off"; echo "synchronous_commit = off"; echo "full_page_writes = off"
+      echo "fsync = off"; echo "full_page_writes = off"   # commits still reach the OS: a killed server loses nothing
     fi
     if [ "$data" = "$DIR/replica" ]; then
       echo "primary_conninfo = 'host=127.0.0.1 port=$PRIMARY_PORT user=replicator passfile=$DIR/run/replication.pgpass application_name=replica1'"
@@ -235,7 +238,8 @@ init_roles() {
   [ -f "$DIR/run/roles.done" ] && return
   say "creating roles and database $DATABASE"
   local var
-  for var in EXAM_OWNER_PASSWORD EXAM_MONITOR_PASSWORD REPLICATOR_PASSWORD EXAM_APP_PASSWORD EXAM_READER_PASSWORD; do
+  for var in EXAM_OWNER_PASSWORD EXAM_MONITOR_PASSWORD REPLICATOR_PASSWORD EXAM_APP_PASSWORD EXAM_READER_PASSWORD \
+             PGBOUNCER_ADMIN_PASSWORD PGBOUNCER_STATS_PASSWORD; do
     export "${var}_VERIFIER=$(scram "$var")"
   done
   psql_as postgres postgres <<'SQL'
@@ -248,6 +252,13 @@ CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replicator_password';
 SQL
   psql_as postgres postgres -c "CREATE DATABASE $DATABASE OWNER exam_owner"
   migrate "$DATABASE" with-login-roles
+  # PgBouncer's auth file (mode 600): the verifiers PostgreSQL holds for the
+  # functions' roles, and PgBouncer's own two users.
+  (umask 077
+   printf '"%s" "%s"\n' exam_app "$EXAM_APP_PASSWORD_VERIFIER" exam_reader "$EXAM_READER_PASSWORD_VERIFIER" \
+     pgbouncer_admin "$PGBOUNCER_ADMIN_PASSWORD_VERIFIER" pgbouncer_stats "$PGBOUNCER_STATS_PASSWORD_VERIFIER" \
+     > "$DIR/pgbouncer/userlist.txt")
+  own "$DIR/pgbouncer"
   touch "$DIR/run/roles.done"
 }
 
@@ -286,11 +297,6 @@ init_replica() {
 
 write_pgbouncer() {
   local dir="$DIR/pgbouncer" ro_port="${REPLICA_PORT:-$PRIMARY_PORT}"
-  # Plain passwords in the auth file (mode 600, like the chart's render-config.sh):
-  # PgBouncer checks clients with SCRAM and logs in to PostgreSQL with them.
-  (umask 077
-   printf '"%s" "%s"\n' exam_app "$EXAM_APP_PASSWORD" exam_reader "$EXAM_READER_PASSWORD" \
-     pgbouncer_admin "$PGBOUNCER_ADMIN_PASSWORD" pgbouncer_stats "$PGBOUNCER_STATS_PASSWORD" > "$dir/userlist.txt")
   cat > "$dir/pgbouncer.ini" <<INI
 ;; Written by .ci/sandbox.sh: transaction pooling, read-write and read-only databases.
 [databases]
