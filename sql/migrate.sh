@@ -40,7 +40,6 @@ die() { printf 'migrate: %s\n' "$*" >&2; exit 1; }
 
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${MIGRATIONS_DIR:-$here/migrations}
-[ -d "$dir" ] || die "migrations directory $dir does not exist"
 
 if [ -n "${DATABASE_SECRET_DIR:-}" ]; then
   for pair in PGHOST:rw-host PGPORT:port PGDATABASE:dbname PGUSER:username PGPASSWORD:password; do
@@ -62,6 +61,7 @@ for role in APP READER; do
     export "EXAM_${role}_PASSWORD"
   fi
 done
+[ -d "$dir" ] || die "migrations directory $dir does not exist"
 export PGAPPNAME="${PGAPPNAME:-exam-results-migrations}" PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-5}"
 # Migrations are not requests: no statement timeout, no NOTICE chatter.
 export PGOPTIONS="${PGOPTIONS:--c statement_timeout=0 -c client_min_messages=warning}"
