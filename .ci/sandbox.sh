@@ -255,13 +255,10 @@ CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replicator_password';
 SQL
   psql_as postgres postgres -c "CREATE DATABASE $DATABASE OWNER exam_owner"
   migrate "$DATABASE" with-login-roles
-  # PgBouncer's auth file (mode 600): the verifiers PostgreSQL holds for the
-  # functions' roles, and PgBouncer's own two users.
+  # PgBouncer's own two users exist only in its auth file.
   (umask 077
-   printf '"%s" "%s"\n' exam_app "$EXAM_APP_PASSWORD_VERIFIER" exam_reader "$EXAM_READER_PASSWORD_VERIFIER" \
-     pgbouncer_admin "$PGBOUNCER_ADMIN_PASSWORD_VERIFIER" pgbouncer_stats "$PGBOUNCER_STATS_PASSWORD_VERIFIER" \
-     > "$DIR/pgbouncer/userlist.txt")
-  own "$DIR/pgbouncer"
+   printf '"%s" "%s"\n' pgbouncer_admin "$PGBOUNCER_ADMIN_PASSWORD_VERIFIER" \
+     pgbouncer_stats "$PGBOUNCER_STATS_PASSWORD_VERIFIER" > "$DIR/pgbouncer/own-users.txt")
   touch "$DIR/run/roles.done"
 }
 
@@ -300,6 +297,16 @@ init_replica() {
 
 write_pgbouncer() {
   local dir="$DIR/pgbouncer" ro_port="${REPLICA_PORT:-$PRIMARY_PORT}"
+  # The auth file (mode 600): the SCRAM verifiers PostgreSQL holds for the
+  # functions' roles, read afresh on every start (so a password changed by
+  # sql/migrate.sh is picked up), and PgBouncer's own two users. PgBouncer
+  # checks clients against them and logs in to PostgreSQL with the client's
+  # proof, never holding a plaintext password.
+  (umask 077
+   psql_as postgres postgres -At -c "SELECT '\"' || rolname || '\" \"' || rolpassword || '\"' FROM pg_authid
+       WHERE rolname IN ('exam_app', 'exam_reader') AND rolpassword IS NOT NULL ORDER BY rolname" > "$dir/userlist.txt.new"
+   cat "$dir/own-users.txt" >> "$dir/userlist.txt.new"
+   mv "$dir/userlist.txt.new" "$dir/userlist.txt")
   cat > "$dir/pgbouncer.ini" <<INI
 ;; Written by .ci/sandbox.sh: transaction pooling, read-write and read-only databases.
 [databases]

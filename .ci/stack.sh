@@ -131,7 +131,8 @@ function_env() {
 }
 
 start_functions() {
-  local target_dir="$ROOT/target/$([ "$CARGO_PROFILE" = dev ] && echo debug || echo "$CARGO_PROFILE")"
+  local target_dir
+  target_dir="$ROOT/target/$([ "$CARGO_PROFILE" = dev ] && echo debug || echo "$CARGO_PROFILE")"
   local name access method route port
   while read -r name access method route port; do
     local pidfile="$STATE_DIR/run/$name.pid"
@@ -193,7 +194,8 @@ Database roles: exam_owner (migrations), exam_app (writes), exam_reader (reads);
 
 TXT
   while read -r name access method route port; do
-    local url="http://127.0.0.1:$port$(example_path "$method" "$route" "$access")"
+    local url
+    url="http://127.0.0.1:$port$(example_path "$method" "$route" "$access")"
     case "$method" in
       GET) if [[ "$url" == *\?* ]]; then echo "  curl -s '$url' -H 'Authorization: Bearer $READ_TOKEN'"; else echo "  curl -s $url"; fi ;;
       POST) echo "  curl -s -X POST $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"roll_number\": 999000001, \"exam_year\": 2025, \"marks\": 88}'" ;;

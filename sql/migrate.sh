@@ -48,8 +48,7 @@ if [ -n "${DATABASE_SECRET_DIR:-}" ]; then
     eval "current=\${$var:-}"
     if [ -z "$current" ]; then
       [ -s "$file" ] || die "$var is not set and $file is missing or empty (Secret ${DATABASE_SECRET_NAME:-of the database connection})"
-      eval "$var=\$(cat \"\$file\")"
-      export "$var"
+      eval "$var=\$(cat \"\$file\"); export $var"
     fi
   done
 fi
@@ -57,8 +56,7 @@ for role in APP READER; do
   eval "file=\${EXAM_${role}_PASSWORD_FILE:-}"
   if [ -n "$file" ]; then
     [ -s "$file" ] || die "EXAM_${role}_PASSWORD_FILE names $file, which is missing or empty"
-    eval "EXAM_${role}_PASSWORD=\$(cat \"\$file\")"
-    export "EXAM_${role}_PASSWORD"
+    eval "EXAM_${role}_PASSWORD=\$(cat \"\$file\"); export EXAM_${role}_PASSWORD"
   fi
 done
 [ -d "$dir" ] || die "migrations directory $dir does not exist"

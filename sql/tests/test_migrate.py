@@ -123,3 +123,9 @@ def test_the_runner_names_a_missing_secret_key(tmp_path):
     result = subprocess.run([str(MIGRATE)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert f"PGPASSWORD is not set and {secret}/password is missing or empty (Secret exam-results-db)" in result.stderr
+
+
+def test_the_runner_and_the_sandbox_pass_shellcheck():
+    scripts = [str(MIGRATE), str(REPO / ".ci" / "sandbox.sh"), str(REPO / ".ci" / "stack.sh")]
+    result = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
