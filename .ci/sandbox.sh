@@ -241,8 +241,7 @@ init_roles() {
   [ -f "$DIR/run/roles.done" ] && return
   say "creating roles and database $DATABASE"
   local var
-  for var in EXAM_OWNER_PASSWORD EXAM_MONITOR_PASSWORD REPLICATOR_PASSWORD EXAM_APP_PASSWORD EXAM_READER_PASSWORD \
-             PGBOUNCER_ADMIN_PASSWORD PGBOUNCER_STATS_PASSWORD; do
+  for var in EXAM_OWNER_PASSWORD EXAM_MONITOR_PASSWORD REPLICATOR_PASSWORD EXAM_APP_PASSWORD EXAM_READER_PASSWORD; do
     export "${var}_VERIFIER=$(scram "$var")"
   done
   psql_as postgres postgres <<'SQL'
@@ -255,10 +254,6 @@ CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replicator_password';
 SQL
   psql_as postgres postgres -c "CREATE DATABASE $DATABASE OWNER exam_owner"
   migrate "$DATABASE" with-login-roles
-  # PgBouncer's own two users exist only in its auth file.
-  (umask 077
-   printf '"%s" "%s"\n' pgbouncer_admin "$PGBOUNCER_ADMIN_PASSWORD_VERIFIER" \
-     pgbouncer_stats "$PGBOUNCER_STATS_PASSWORD_VERIFIER" > "$DIR/pgbouncer/own-users.txt")
   touch "$DIR/run/roles.done"
 }
 
@@ -297,6 +292,12 @@ init_replica() {
 
 write_pgbouncer() {
   local dir="$DIR/pgbouncer" ro_port="${REPLICA_PORT:-$PRIMARY_PORT}"
+  if [ ! -s "$dir/own-users.txt" ]; then
+    # PgBouncer's own two users exist only in its auth file.
+    (umask 077
+     printf '"%s" "%s"\n' pgbouncer_admin "$(scram PGBOUNCER_ADMIN_PASSWORD)" \
+       pgbouncer_stats "$(scram PGBOUNCER_STATS_PASSWORD)" > "$dir/own-users.txt")
+  fi
   # The auth file (mode 600): the SCRAM verifiers PostgreSQL holds for the
   # functions' roles, read afresh on every start (so a password changed by
   # sql/migrate.sh is picked up), and PgBouncer's own two users. PgBouncer
@@ -355,14 +356,18 @@ cmd_start() {
   local dir="$1"
   if [ -f "$dir/sandbox.env" ]; then
     load "$dir"
-    # Ports given again override the recorded ones (make up with new ports).
-    local var
+    # Ports given again override the recorded ones (make up with new ports):
+    # stop what runs on the old ones first.
+    local var changed=()
     for var in PRIMARY_PORT PGBOUNCER_PORT REPLICA_PORT; do
       local given="${SANDBOX_OVERRIDE[$var]:-}"
-      if [ -n "$given" ] && [ -n "${!var}" ] && [ "$given" != "${!var}" ]; then
-        sed -i "s/^$var=.*/$var=$given/" "$DIR/sandbox.env"
-      fi
+      if [ -n "$given" ] && [ -n "${!var}" ] && [ "$given" != "${!var}" ]; then changed+=("$var=$given"); fi
     done
+    if [ ${#changed[@]} -gt 0 ]; then
+      say "moving to ${changed[*]}"
+      cmd_stop "$dir"
+      for var in "${changed[@]}"; do sed -i "s/^${var%%=*}=.*/$var/" "$DIR/sandbox.env"; done
+    fi
     load "$dir"
   else
     init "$dir"
