@@ -4,18 +4,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::{spawn_with, Cluster, Spawn, TestApp, GET, REPLICATED_DB};
 
+/// The replica through PgBouncer, with the read functions' read-only role.
 fn ro_url(cluster: &Cluster) -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}_ro",
-        cluster.bouncer_port
-    )
+    cluster.reader_url(&format!("{REPLICATED_DB}_ro"))
 }
 
+/// The primary fallback: the same read-only role.
 fn primary_url(cluster: &Cluster) -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}",
-        cluster.bouncer_port
-    )
+    cluster.reader_url(REPLICATED_DB)
 }
 
 async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {

@@ -1,4 +1,4 @@
-use crate::support::{apply_migrations, migration_files, shared_cluster};
+use crate::support::{migration_files, shared_cluster};
 
 async fn catalog_snapshot(client: &tokio_postgres::Client) -> Vec<String> {
     client
@@ -36,8 +36,8 @@ async fn running_the_migrations_again_changes_nothing() {
         .unwrap();
     let before = catalog_snapshot(&client).await;
 
-    apply_migrations(&client).await;
-    apply_migrations(&client).await;
+    cluster.migrate(&database).await;
+    cluster.migrate(&database).await;
 
     assert_eq!(catalog_snapshot(&client).await, before);
     let versions: i64 = client
