@@ -60,7 +60,7 @@ replica-lag: ## Show replication lag, measured on both the primary and the repli
 ##@ Benchmarks
 
 .PHONY: bench
-bench: ## Results-day benchmarks against the local system (run `make up` first); writes bench-results/
+bench: ## Results-day benchmarks against the local system (first `RATE_LIMIT_PER_SECOND=0 make up`); writes bench-results/
 	@.ci/bench/run.sh
 
 ##@ Capacity planning

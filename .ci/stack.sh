@@ -128,6 +128,9 @@ function_env() {
     echo "WRITE_TOKENS=$WRITE_TOKEN"
   fi
   echo "LOG_LEVEL=${LOG_LEVEL:-info}"
+  # The public functions' per-client limit (docs/serving-limits.md); 0 turns it off, as
+  # `make bench` needs: RATE_LIMIT_PER_SECOND=0 make up
+  echo "RATE_LIMIT_PER_SECOND=${RATE_LIMIT_PER_SECOND:-20}"
 }
 
 start_functions() {

@@ -92,8 +92,15 @@ PGPASSFILE="$OBS/pgbouncer-exporter.pgpass" start pgbouncer-exporter \
   python3 "$HERE/pgbouncer_exporter.py" --listen "127.0.0.1:$PGBOUNCER_EXPORTER_PORT" \
     --dsn "host=127.0.0.1 port=$PGBOUNCER_PORT dbname=pgbouncer user=$OBS_PGBOUNCER_USER sslmode=disable"
 
-# Prometheus.
-sed -e "s|@RULES_FILE@|$GRAFANA/alerts/exam-results.rules.yml|" \
+# Prometheus. One scrape target per function of functions.yaml, at the ports `make up` uses.
+targets="$OBS/function-targets.yaml"
+"$HERE/../../.ci/stack.sh" functions | while read -r name _ _ _ port; do
+  printf '      - targets: ["127.0.0.1:%s"]\n        labels: {namespace: local, pod: %s-local}\n' \
+    "$((port + 1000))" "$name"
+done >"$targets"
+sed -e "/@FUNCTION_TARGETS@/{r $targets
+d;}" \
+    -e "s|@RULES_FILE@|$GRAFANA/alerts/exam-results.rules.yml|" \
     -e "s|@PROMETHEUS_PORT@|$PROMETHEUS_PORT|" \
     -e "s|@PGBOUNCER_EXPORTER_PORT@|$PGBOUNCER_EXPORTER_PORT|" \
     -e "s|@POSTGRES_PRIMARY_EXPORTER_PORT@|$POSTGRES_PRIMARY_EXPORTER_PORT|" \

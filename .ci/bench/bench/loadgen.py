@@ -95,12 +95,13 @@ class Load:
     def pgbench(self, script: str, conns: int, duration: float, port: int, db: str,
                 defines: dict) -> tuple[subprocess.Popen, Path]:
         logdir = Path(tempfile.mkdtemp(dir=self.stack.tmp, prefix="pgbench-"))
+        user, password = self.stack.login(port, db)
         cmd = ["pgbench", "-n", "-M", "extended", "-c", str(conns), "-j", str(min(2, conns)),
                "-T", str(max(1, round(duration))), "-f", str(SQL_DIR / script), "-l",
-               f"--log-prefix={logdir}/tx", "-h", "127.0.0.1", "-p", str(port), "-U", "exam_app", db]
+               f"--log-prefix={logdir}/tx", "-h", "127.0.0.1", "-p", str(port), "-U", user, db]
         for k, v in defines.items():
             cmd += ["-D", f"{k}={v}"]
-        proc = subprocess.Popen(cmd, env=self.stack.pg_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=self.stack.pg_env(password), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         return proc, logdir
 

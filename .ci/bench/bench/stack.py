@@ -101,21 +101,37 @@ class Stack:
                 out[k.strip()] = v.strip()
         return out
 
-    def pg_env(self, superuser: bool = False) -> dict:
+    def login(self, port: int, db: str, superuser: bool = False) -> tuple[str, str]:
+        """(role, password) the stack's roles allow here: through PgBouncer the
+        functions' roles (exam_reader on the read-only database, exam_app on the
+        others) and pgbouncer_stats on its console; straight to a server the
+        owner, exam_owner (or the superuser when asked)."""
+        if superuser:
+            return "postgres", self.secrets["POSTGRES_PASSWORD"]
+        if port == self.s.pgbouncer_port:
+            if db == "pgbouncer":
+                return "pgbouncer_stats", self.secrets["PGBOUNCER_STATS_PASSWORD"]
+            if db == "exam_results_ro":
+                return "exam_reader", self.secrets["EXAM_READER_PASSWORD"]
+            return "exam_app", self.secrets["EXAM_APP_PASSWORD"]
+        return "exam_owner", self.secrets["EXAM_OWNER_PASSWORD"]
+
+    def pg_env(self, password: str) -> dict:
         env = dict(os.environ)
-        env["PGPASSWORD"] = self.secrets["POSTGRES_PASSWORD" if superuser else "EXAM_APP_PASSWORD"]
+        env["PGPASSWORD"] = password
         env["PGCONNECT_TIMEOUT"] = "5"
         env.pop("PGOPTIONS", None)
         return env
 
     def psql(self, sql: str, port: int, db: str, superuser: bool = False, options: str = "",
              variables: Optional[dict] = None, file: Optional[Path] = None) -> str:
+        user, password = self.login(port, db, superuser)
         cmd = ["psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-               "-U", "postgres" if superuser else "exam_app", "-d", db]
+               "-U", user, "-d", db]
         for k, v in (variables or {}).items():
             cmd += ["-v", f"{k}={v}"]
         cmd += ["-f", str(file)] if file else ["-c", sql]
-        env = self.pg_env(superuser)
+        env = self.pg_env(password)
         if options:
             env["PGOPTIONS"] = options
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -131,6 +147,11 @@ class Stack:
                 raise SystemExit(f"{name} is not answering on 127.0.0.1:{port} ({err}): run `make up` first")
             if status != 200:
                 raise SystemExit(f"{name} /readyz answered {status}: is the stack healthy? (`make status`)")
+        # One client drives the whole load: the public functions' per-client limit must be off.
+        get_port = self.s.ports.get("get-result")
+        if get_port and any(http_get(get_port, "/results/2000/1")[0] == 429 for _ in range(40)):
+            raise SystemExit("get-result limits requests per client (RATE_LIMIT_PER_SECOND): restart the stack "
+                             "for benchmarks with `RATE_LIMIT_PER_SECOND=0 make up`")
         for tool in ("wrk", "pgbench", "psql"):
             if not shutil.which(tool):
                 raise SystemExit(f"{tool} not found: apt-get install $(cat .ci/apt-bench.txt)")

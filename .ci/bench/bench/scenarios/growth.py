@@ -33,7 +33,7 @@ def growth(b) -> None:
         return
     P = b.s.primary_port
     b.stack.psql(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)", P, "postgres", superuser=True)
-    b.stack.psql(f"CREATE DATABASE {SCRATCH_DB} OWNER exam_app", P, "postgres", superuser=True)
+    b.stack.psql(f"CREATE DATABASE {SCRATCH_DB} OWNER exam_owner", P, "postgres", superuser=True)
     opts = "-c statement_timeout=0 -c client_min_messages=warning"
     seed_rows, copy_rows, growth_rows, plan_rows = [], [], [], []
     try:
@@ -136,7 +136,8 @@ def reads_during_bulk_load(b, port: int, opts: str, first_year: int, years: int)
     args = [f"year={seeded['year']}", f"roll_min={seeded['roll_min']}", f"roll_max={seeded['roll_max']}"]
     b.stack.psql("TRUNCATE student_results", port, SCRATCH_DB, options=opts)
     proc, fport = b.stack.start_function("get-result", 16, extra={"MAX_REPLICA_LAG_SECONDS": str(limit)})
-    env = b.stack.pg_env()
+    user, password = b.stack.login(port, SCRATCH_DB)
+    env = b.stack.pg_env(password)
     env["PGOPTIONS"] = opts
     lags, replay = [], []
 
@@ -152,7 +153,7 @@ def reads_during_bulk_load(b, port: int, opts: str, first_year: int, years: int)
 
     t0 = time.monotonic()
     seed = subprocess.Popen(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "exam_app",
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", user,
          "-d", SCRATCH_DB, "-v", f"rows={rows}", "-v", f"first_year={first_year}", "-v", f"years={years}",
          "-f", str(ROOT / "sql" / "seed.sql")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)

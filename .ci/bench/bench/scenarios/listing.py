@@ -21,7 +21,8 @@ def listing(b, year: int, lo: int, hi: int) -> None:
     r.h("Listing: keyset pages of 100")
     lport = b.s.ports["list-results"]
     c = 16
-    args = [f"year={year}", f"roll_min={lo}", f"roll_max={hi}", "limit=100"]
+    token = b.stack.secrets["READ_TOKEN"]  # listing is for read-token holders only
+    args = [f"year={year}", f"roll_min={lo}", f"roll_max={hi}", "limit=100", f"token={token}"]
     fn = b.load.run_wrk(lport, c, "list_page.lua", args=args)
     pb = b.load.run_pgbench("list_page.sql", c, b.s.pgbouncer_port, "exam_results_ro",
                           {"year": year, "roll_min": lo, "pages": (hi - lo + 1) // 100, "lim": 101})
@@ -31,7 +32,8 @@ def listing(b, year: int, lo: int, hi: int) -> None:
     t0 = time.perf_counter()
     while True:
         t = time.perf_counter()
-        conn.request("GET", f"/results?exam_year={year}&after={after}&limit=100")
+        conn.request("GET", f"/results?exam_year={year}&after={after}&limit=100",
+                     headers={"Authorization": f"Bearer {token}"})
         resp = conn.getresponse()
         body = resp.read()
         lat.append((time.perf_counter() - t) * 1000)

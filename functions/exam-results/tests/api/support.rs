@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use exam_results::config::{Auth, Config};
+use exam_results::config::{Access, Auth, Config};
 use exam_results::limits::ServeLimits;
 use exam_results::operations::{
     create_result, delete_result, get_result, list_results, update_result,
