@@ -1,7 +1,14 @@
 """sweep: one process of the benchmark's own against pool size and in-flight concurrency; Knative settings."""
 from __future__ import annotations
 
-from ..settings import BENCH_ROLL_BASE, BENCH_UPDATE_ROWS
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..settings import BENCH_ROLL_BASE, BENCH_UPDATE_ROWS, ROOT
 from ..stack import http_get, rss_kib
 from ..stats import best_pool, recommend
 
@@ -137,3 +144,30 @@ def sweep(b, year: int, lo: int, hi: int) -> None:
          "target", "containerConcurrency", "pool size"], rows)
 
 
+    planner_check(b)
+
+
+def planner_check(b) -> None:
+    """The capacity planner's per-pod model (knative/planner) against this sweep, in the same run:
+    `make plan-validate` on these numbers, its verdict and table in the report."""
+    r = b.report
+    r.h("The capacity planner's pod model against this sweep", 3)
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        r.p("Skipped: Go is not installed (the planner is a Go program).")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=b.stack.tmp, delete=False) as fh:
+        json.dump(b.results, fh, default=str)
+    cmd = [go, "run", "./planner/cmd/plan", "-validate", fh.name, "-capacity", str(ROOT / "knative/planner/capacity.json")]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT / "knative", capture_output=True, text=True, timeout=900,
+                              env=dict(os.environ, GOTOOLCHAIN="local"))
+    except subprocess.TimeoutExpired:
+        r.p("Skipped: building and running the planner took longer than 15 minutes.")
+        return
+    verdict = "within" if done.returncode == 0 else "outside"
+    b.results["sweep"]["planner_check"] = {"exit": done.returncode, "output": done.stdout[-4000:]}
+    r.p(f"`cd knative && go run ./planner/cmd/plan -validate <this run's json>`: the model is **{verdict}** "
+        "its tolerance (exit " + str(done.returncode) + "). On a busy machine the measured pod is slower than "
+        "the committed capacity file's quiet run, and the check says so.")
+    r.p("```\n" + (done.stdout or done.stderr).strip()[-3000:] + "\n```")
