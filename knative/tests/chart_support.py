@@ -35,6 +35,7 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "listResults": ("list-results", "read"),
     "updateResult": ("update-result", "write"),
     "deleteResult": ("delete-result", "write"),
+    "createResultsBatch": ("create-results-batch", "write"),
 }
 
 VALUE_SETS = ("default", "prod", "minimal")

@@ -4,13 +4,14 @@ Services are named after the functions and PgBouncer's Service is "pgbouncer",
 so one release per namespace.
 */}}
 
-{{/* The five functions: values key -> Service name and access (read|write). */}}
+{{/* The functions: values key -> Service name and access (read|write). */}}
 {{- define "exam-results.functionTable" -}}
 createResult: {name: create-result, access: write}
 getResult: {name: get-result, access: read}
 listResults: {name: list-results, access: read}
 updateResult: {name: update-result, access: write}
 deleteResult: {name: delete-result, access: write}
+createResultsBatch: {name: create-results-batch, access: write}
 {{- end }}
 
 {{- define "exam-results.chart" -}}
