@@ -218,15 +218,7 @@ impl Database {
     /// A connection from the pool, or why there is none.
     async fn checkout(&self) -> Result<bb8::PooledConnection<'_, Manager>, DbError> {
         let waited = Instant::now();
-        let conn = self.pool.get().await.map_err(|err| match err {
-            RunError::TimedOut => {
-                DbError::Unavailable("timed out waiting for a pooled connection".into())
-            }
-            RunError::User(ManagerError::Connect(err)) => classify(err, None),
-            RunError::User(ManagerError::Closed) => {
-                DbError::Unavailable("pooled connection was closed".into())
-            }
-        })?;
+        let conn = self.pool.get().await.map_err(pool_error)?;
         telemetry::record_pool_wait(waited.elapsed());
         Ok(conn)
     }
@@ -775,15 +767,7 @@ impl Database {
     /// for this transaction only).
     pub async fn begin_batch(&self, timeout: Duration) -> Result<BatchTx, DbError> {
         let waited = Instant::now();
-        let conn = self.pool.get_owned().await.map_err(|err| match err {
-            RunError::TimedOut => {
-                DbError::Unavailable("timed out waiting for a pooled connection".into())
-            }
-            RunError::User(ManagerError::Connect(err)) => classify(err, None),
-            RunError::User(ManagerError::Closed) => {
-                DbError::Unavailable("pooled connection was closed".into())
-            }
-        })?;
+        let conn = self.pool.get_owned().await.map_err(pool_error)?;
         telemetry::record_pool_wait(waited.elapsed());
         let cancel = conn.cancel_token();
         conn.batch_execute("BEGIN")
@@ -1029,6 +1013,19 @@ fn to_result(row: &Row) -> ExamResult {
         roll_number: row.get(0),
         exam_year: row.get(1),
         marks: row.get(2),
+    }
+}
+
+/// Why the pool gave no connection, as the client should see it.
+fn pool_error(err: RunError<ManagerError>) -> DbError {
+    match err {
+        RunError::TimedOut => {
+            DbError::Unavailable("timed out waiting for a pooled connection".into())
+        }
+        RunError::User(ManagerError::Connect(err)) => classify(err, None),
+        RunError::User(ManagerError::Closed) => {
+            DbError::Unavailable("pooled connection was closed".into())
+        }
     }
 }
 

@@ -19,6 +19,17 @@ async fn reader_of(app: &TestApp) -> TestApp {
     .await
 }
 
+/// The current ETag of result (2024, `roll`), as get-result serves it.
+async fn current_tag(app: &TestApp, roll: i64) -> String {
+    reader_of(app)
+        .await
+        .get(2024, roll)
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned()
+}
+
 async fn put_if_match(app: &TestApp, roll: i64, marks: i32, tag: &str) -> Reply {
     app.send(
         app.authed(app.client.put(app.url(&format!("/results/2024/{roll}"))))
@@ -36,7 +47,8 @@ async fn delete_if_match(app: &TestApp, roll: i64, tag: &str) -> Reply {
     .await
 }
 
-async fn stored_marks(app: &TestApp, roll: i64) -> Option<i32> {
+/// The marks of result (2024, `roll`) in `app`'s database, read directly.
+pub(crate) async fn stored_marks(app: &TestApp, roll: i64) -> Option<i32> {
     shared_cluster()
         .direct(&app.database)
         .await
@@ -53,8 +65,7 @@ async fn stored_marks(app: &TestApp, roll: i64) -> Option<i32> {
 async fn two_clients_putting_with_the_same_etag_get_one_200_and_one_412() {
     let app = spawn(UPDATE).await;
     app.insert_rows(shared_cluster(), &[(1, 2024, 50)]).await;
-    let read = reader_of(&app).await.get(2024, 1).await;
-    let tag = read.header("etag").unwrap().to_owned();
+    let tag = current_tag(&app, 1).await;
 
     let first = put_if_match(&app, 1, 60, &tag).await;
     let second = put_if_match(&app, 1, 70, &tag).await;
@@ -73,13 +84,7 @@ async fn two_clients_putting_with_the_same_etag_get_one_200_and_one_412() {
 async fn of_many_concurrent_puts_with_the_same_etag_exactly_one_wins() {
     let app = spawn(UPDATE).await;
     app.insert_rows(shared_cluster(), &[(1, 2024, 50)]).await;
-    let tag = reader_of(&app)
-        .await
-        .get(2024, 1)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_owned();
+    let tag = current_tag(&app, 1).await;
 
     let replies =
         futures_util::future::join_all((51..=80).map(|marks| put_if_match(&app, 1, marks, &tag)))
@@ -124,13 +129,7 @@ async fn a_put_with_the_current_etag_succeeds_and_returns_the_new_one() {
 async fn a_weak_or_unknown_etag_does_not_match_and_changes_nothing() {
     let app = spawn(UPDATE).await;
     app.insert_rows(shared_cluster(), &[(1, 2024, 50)]).await;
-    let tag = reader_of(&app)
-        .await
-        .get(2024, 1)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_owned();
+    let tag = current_tag(&app, 1).await;
 
     for condition in [format!("W/{tag}"), "\"0123\"".into(), "garbage".into()] {
         let reply = put_if_match(&app, 1, 99, &condition).await;

@@ -5,18 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::replica::{primary_url, reader_with_limit};
 use crate::support::{
-    spawn_with, Cluster, Reply, Spawn, TestApp, CREATE, DELETE, GET, REPLICATED_DB, UPDATE,
+    spawn_with, Cluster, Reply, Spawn, TestApp, CREATE, DELETE, REPLICATED_DB, UPDATE,
 };
 
 const TOKEN_HEADER: &str = "x-consistency-token";
-
-fn url(cluster: &Cluster, database: &str) -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/{database}",
-        cluster.bouncer_port
-    )
-}
 
 /// A write function on the primary (through PgBouncer).
 async fn writer(cluster: &Cluster, function: exam_results::Function) -> TestApp {
@@ -25,27 +19,16 @@ async fn writer(cluster: &Cluster, function: exam_results::Function) -> TestApp 
         Spawn {
             cluster,
             database: REPLICATED_DB.into(),
-            extra_env: vec![("DATABASE_URL", url(cluster, REPLICATED_DB))],
+            extra_env: vec![("DATABASE_URL", primary_url(cluster))],
         },
     )
     .await
 }
 
-/// get-result on the replica, with or without the primary as its fallback.
+/// get-result on the replica, with or without the primary as its fallback;
+/// the lag limit is out of reach, so only the token decides.
 async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {
-    let mut env = vec![("DATABASE_URL", url(cluster, &format!("{REPLICATED_DB}_ro")))];
-    if fallback {
-        env.push(("READ_FALLBACK_DATABASE_URL", url(cluster, REPLICATED_DB)));
-    }
-    spawn_with(
-        GET,
-        Spawn {
-            cluster,
-            database: REPLICATED_DB.into(),
-            extra_env: env,
-        },
-    )
-    .await
+    reader_with_limit(cluster, fallback, 3600).await
 }
 
 async fn get_with(app: &TestApp, roll: i64, token: Option<&str>) -> Reply {

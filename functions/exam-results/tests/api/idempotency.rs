@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::conditional::stored_marks;
 use crate::support::{
     repo_root, shared_cluster, spawn, spawn_with, Reply, Spawn, TestApp, CREATE, DELETE, UPDATE,
 };
@@ -35,19 +36,6 @@ async fn delete_with(app: &TestApp, key: &str, roll: i64) -> Reply {
             .header(KEY, key),
     )
     .await
-}
-
-async fn marks_of(app: &TestApp, roll: i64) -> Option<i32> {
-    shared_cluster()
-        .direct(&app.database)
-        .await
-        .query_opt(
-            "SELECT marks FROM student_results WHERE exam_year = 2024 AND roll_number = $1",
-            &[&roll],
-        )
-        .await
-        .unwrap()
-        .map(|row| row.get(0))
 }
 
 fn result(roll: i64, marks: i32) -> Value {
@@ -87,7 +75,7 @@ async fn the_same_key_with_another_request_is_refused_with_422() {
         );
     }
     assert_eq!(app.row_count(shared_cluster()).await, 1);
-    assert_eq!(marks_of(&app, 1).await, Some(50));
+    assert_eq!(stored_marks(&app, 1).await, Some(50));
 }
 
 #[tokio::test]
@@ -201,7 +189,7 @@ async fn an_update_replayed_does_not_overwrite_a_later_change() {
 
     assert_eq!((retry.status, retry.header(REPLAYED)), (200, Some("true")));
     assert_eq!(retry.body["marks"], 60);
-    assert_eq!(marks_of(&app, 1).await, Some(70));
+    assert_eq!(stored_marks(&app, 1).await, Some(70));
 }
 
 #[tokio::test]

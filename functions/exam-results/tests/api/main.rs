@@ -2,6 +2,7 @@
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
 mod batch;
+mod chaos;
 mod conditional;
 mod consistency;
 mod create;

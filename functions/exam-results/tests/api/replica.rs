@@ -11,7 +11,7 @@ fn ro_url(cluster: &Cluster) -> String {
     )
 }
 
-fn primary_url(cluster: &Cluster) -> String {
+pub(crate) fn primary_url(cluster: &Cluster) -> String {
     format!(
         "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}",
         cluster.bouncer_port
@@ -22,7 +22,11 @@ async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {
     reader_with_limit(cluster, fallback, 1).await
 }
 
-async fn reader_with_limit(cluster: &Cluster, fallback: bool, max_lag_seconds: u32) -> TestApp {
+pub(crate) async fn reader_with_limit(
+    cluster: &Cluster,
+    fallback: bool,
+    max_lag_seconds: u32,
+) -> TestApp {
     let mut env = vec![
         ("DATABASE_URL", ro_url(cluster)),
         ("MAX_REPLICA_LAG_SECONDS", max_lag_seconds.to_string()),
