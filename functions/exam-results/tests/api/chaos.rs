@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::replica::{primary_url, reader_with_limit};
-use crate::support::{spawn_with, Cluster, Spawn, TestApp, CREATE, REPLICATED_DB, TOKEN, UPDATE};
+use crate::consistency::writer as writer_app;
+use crate::replica::reader_with_limit;
+use crate::support::{Cluster, CREATE, REPLICATED_DB, TOKEN, UPDATE};
 
 const WRITERS: i64 = 6;
 const RUN: Duration = Duration::from_secs(14);
@@ -32,18 +33,6 @@ struct Tally {
     statuses: BTreeMap<String, u64>,
     violations: Vec<String>,
     acks: Vec<Instant>,
-}
-
-async fn writer_app(cluster: &Cluster, function: exam_results::Function) -> TestApp {
-    spawn_with(
-        function,
-        Spawn {
-            cluster,
-            database: REPLICATED_DB.into(),
-            extra_env: vec![("DATABASE_URL", primary_url(cluster))],
-        },
-    )
-    .await
 }
 
 /// Sends one write until it is acknowledged, retrying on 503, on 409

@@ -13,7 +13,7 @@ use crate::support::{
 const TOKEN_HEADER: &str = "x-consistency-token";
 
 /// A write function on the primary (through PgBouncer).
-async fn writer(cluster: &Cluster, function: exam_results::Function) -> TestApp {
+pub(crate) async fn writer(cluster: &Cluster, function: exam_results::Function) -> TestApp {
     spawn_with(
         function,
         Spawn {
