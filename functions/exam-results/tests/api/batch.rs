@@ -67,9 +67,40 @@ async fn a_batch_of_100k_rows_loads_whole() {
     assert_eq!(reply.body["inserted"], 100_000);
     assert!(reply.header("x-consistency-token").is_some());
     assert_eq!(app.row_count(shared_cluster()).await, 100_000);
+
+    // The same rows with psql's \copy straight into PostgreSQL, for comparison.
+    let cluster = shared_cluster();
+    let database = cluster.fresh_database().await;
+    let file = cluster.dir.join(format!("{database}.csv"));
+    let rows: String = (1..=100_000)
+        .map(|roll| format!("{roll},{},2024\n", roll % 101))
+        .collect();
+    std::fs::write(&file, rows).unwrap();
+    let copy_started = Instant::now();
+    let status = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &cluster.pg_port.to_string(), "-d", &database, "-c"])
+        .arg(format!(
+            "\\copy student_results (roll_number, marks, exam_year) FROM '{}' CSV",
+            file.display()
+        ))
+        .status()
+        .unwrap();
+    let copy_elapsed = copy_started.elapsed();
+    assert!(status.success(), "psql \\copy failed");
     println!(
-        "100000 rows in {elapsed:?} ({:.0} rows/s)",
-        100_000.0 / elapsed.as_secs_f64()
+        "100000 rows: HTTP batch {elapsed:?} ({:.0} rows/s); psql \\copy {copy_elapsed:?} ({:.0} rows/s)",
+        100_000.0 / elapsed.as_secs_f64(),
+        100_000.0 / copy_elapsed.as_secs_f64()
     );
 }
 
