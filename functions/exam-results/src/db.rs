@@ -1,11 +1,14 @@
-//! The connection pool and the five queries.
+//! The connection pool and the queries: single-result reads and writes,
+//! writes under an idempotency key (one transaction with the record of the
+//! response), reads at a consistency token, and batch loads ([`BatchTx`]).
 //!
 //! Every query is sent with [`tokio_postgres::Client::query_typed`]: an
 //! unnamed statement whose parameter types are given up front, so Parse,
 //! Bind, Execute and Sync travel in one message and the answer comes back in
-//! one round trip. No named prepared statement ever exists, which is what
-//! PgBouncer in transaction pooling mode (1.18 has no protocol-level
-//! prepared statements) requires.
+//! one round trip. The one named statement, a batch load's COPY, is
+//! prepared, used and closed inside its transaction. That is what PgBouncer
+//! in transaction pooling mode (1.18 has no protocol-level prepared
+//! statements) requires.
 //!
 //! The pool checks a connection at checkout without a round trip (is the
 //! socket still open?) and drops any connection that failed, so a broken
@@ -380,16 +383,27 @@ impl Database {
                 .transaction()
                 .await
                 .map_err(|err| classify(err, None))?;
-            if let Some(recorded) = claim(&tx, once).await? {
-                return Ok(Ok(Keyed::Replayed(recorded)));
+            let outcome = async {
+                if let Some(recorded) = claim(&tx, once).await? {
+                    return Ok(Ok(Keyed::Replayed(recorded)));
+                }
+                let recorded = match reply(execute(&tx, write).await?) {
+                    Ok(recorded) => recorded,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                record(&tx, once, &recorded).await?;
+                Ok(Ok(Keyed::Fresh(recorded)))
             }
-            let recorded = match reply(execute(&tx, write).await?) {
-                Ok(recorded) => recorded,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            record(&tx, once, &recorded).await?;
-            tx.commit().await.map_err(|err| classify(err, None))?;
-            Ok(Ok(Keyed::Fresh(recorded)))
+            .await;
+            // Commit a fresh write; otherwise end the transaction before
+            // answering, so the key's lock is free when the client retries.
+            match outcome {
+                Ok(Ok(Keyed::Fresh(_))) => tx.commit().await.map_err(|err| classify(err, None))?,
+                _ => {
+                    let _ = tx.rollback().await;
+                }
+            }
+            outcome
         };
         self.timed(write.operation(), cancel, work).await
     }
@@ -937,6 +951,15 @@ impl BatchTx {
             .await
             .map_err(|err| classify(err, None))?;
         Ok(rows.first().map_or(0, |row| row.get(0)))
+    }
+
+    /// Rolls the batch back now (rather than on drop), so its idempotency
+    /// key is free before the client hears back.
+    pub async fn rollback(mut self) {
+        drop(self.copy.take());
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
     }
 
     /// Commits the batch.

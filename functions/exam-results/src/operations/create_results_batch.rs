@@ -191,12 +191,16 @@ where
             tx.commit().await?;
             (recorded, false)
         }
+        // Nothing to keep; the rollback ends before the answer, so the
+        // idempotency key is free when the client sends its next request.
         Ok(Ok(Loaded::Replayed(recorded))) => {
-            // Nothing to keep: dropping the transaction rolls the staged rows back.
-            drop(tx);
+            tx.rollback().await;
             (recorded, true)
         }
-        Ok(Err(err)) => return Err(err),
+        Ok(Err(err)) => {
+            tx.rollback().await;
+            return Err(err);
+        }
         Err(_) => {
             tx.cancel();
             return Err(ApiError::Unavailable(format!(
