@@ -51,6 +51,26 @@ pub struct Config {
     /// (if configured) or answer 503 `replica_lagging`.
     #[serde(default)]
     pub max_replica_lag_seconds: Option<f64>,
+    /// `CONSISTENCY_WAIT_MS`: read functions only. How long a read that
+    /// presents a consistency token waits for the replica to replay it when
+    /// no fallback is configured, before a 503. Default 250.
+    #[serde(default = "defaults::consistency_wait_ms")]
+    pub consistency_wait_ms: u64,
+    /// `IDEMPOTENCY_KEY_TTL_SECONDS`: write functions only. How long an
+    /// `Idempotency-Key` is remembered after its write; a retry after that
+    /// runs again. Default 86400 (24 h).
+    #[serde(default = "defaults::idempotency_key_ttl_seconds")]
+    pub idempotency_key_ttl_seconds: u64,
+    /// `BATCH_MAX_BYTES`: create-results-batch only. The largest body a
+    /// batch load accepts; over it, 413. Default 33554432 (32 MiB).
+    #[serde(default = "defaults::batch_max_bytes")]
+    pub batch_max_bytes: u64,
+    /// `BATCH_STATEMENT_TIMEOUT_MS`: create-results-batch only. How long one
+    /// batch load may take, body included; set on the server for the load's
+    /// transaction (`SET LOCAL statement_timeout`), so it does not depend on
+    /// the pooler's backstop. Default 120000 (2 minutes).
+    #[serde(default = "defaults::batch_statement_timeout_ms")]
+    pub batch_statement_timeout_ms: u64,
     /// `WRITE_TOKENS`: comma-separated bearer tokens accepted by the
     /// functions that require a write token (see [`Auth`]).
     #[serde(default)]
@@ -279,6 +299,15 @@ impl Config {
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 self.database_statement_timeout_ms,
             ),
+            (
+                "IDEMPOTENCY_KEY_TTL_SECONDS",
+                self.idempotency_key_ttl_seconds,
+            ),
+            ("BATCH_MAX_BYTES", self.batch_max_bytes),
+            (
+                "BATCH_STATEMENT_TIMEOUT_MS",
+                self.batch_statement_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(name, "must be greater than 0"));
@@ -471,6 +500,18 @@ mod defaults {
     }
     pub(super) fn connect_timeout_ms() -> u64 {
         2000
+    }
+    pub(super) fn consistency_wait_ms() -> u64 {
+        250
+    }
+    pub(super) fn idempotency_key_ttl_seconds() -> u64 {
+        24 * 60 * 60
+    }
+    pub(super) fn batch_max_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub(super) fn batch_statement_timeout_ms() -> u64 {
+        120_000
     }
     pub(super) fn statement_timeout_ms() -> u64 {
         2000

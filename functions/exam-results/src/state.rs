@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{Auth, Config};
 use crate::db::{Database, DbError};
@@ -23,7 +24,21 @@ pub struct AppState {
     pub years: YearRange,
     /// Reads only: the replica's last measured lag, if lag checking is on.
     pub lag: Option<Arc<ReplicaLag>>,
+    /// Reads only: how long a read with a consistency token waits for the
+    /// replica to replay it when there is no fallback (`CONSISTENCY_WAIT_MS`).
+    pub consistency_wait: Duration,
+    /// Writes only: how long an idempotency key is remembered
+    /// (`IDEMPOTENCY_KEY_TTL_SECONDS`).
+    pub idempotency_ttl: Duration,
+    /// create-results-batch only: the largest body accepted (`BATCH_MAX_BYTES`).
+    pub batch_max_bytes: u64,
+    /// create-results-batch only: how long one load may take
+    /// (`BATCH_STATEMENT_TIMEOUT_MS`).
+    pub batch_timeout: Duration,
 }
+
+/// How often a read waiting for the replica to replay its token asks again.
+const REPLAY_POLL: Duration = Duration::from_millis(10);
 
 /// The replica lag as last measured by the background probe.
 pub struct ReplicaLag {
@@ -65,8 +80,8 @@ impl AppState {
             Database::new(
                 pg,
                 config.database_pool_size,
-                std::time::Duration::from_millis(config.database_pool_timeout_ms),
-                std::time::Duration::from_millis(config.database_statement_timeout_ms),
+                Duration::from_millis(config.database_pool_timeout_ms),
+                Duration::from_millis(config.database_statement_timeout_ms),
             )
         };
         Self {
@@ -81,11 +96,21 @@ impl AppState {
             lag: config
                 .max_replica_lag_seconds
                 .map(|max| Arc::new(ReplicaLag::new(max))),
+            consistency_wait: Duration::from_millis(config.consistency_wait_ms),
+            idempotency_ttl: Duration::from_secs(config.idempotency_key_ttl_seconds),
+            batch_max_bytes: config.batch_max_bytes,
+            batch_timeout: Duration::from_millis(config.batch_statement_timeout_ms),
         }
     }
 
     /// Runs a read against the replica, or the fallback when the replica is
     /// lagging or unreachable; without a fallback a lagging replica is a 503.
+    ///
+    /// A read that carries a consistency token (its query answers
+    /// [`DbError::NotReplayed`] where that position is not replayed yet) is
+    /// served by the replica once it has replayed the position, else by the
+    /// fallback; without a fallback the replica is asked again for up to
+    /// [`AppState::consistency_wait`], then the answer is a 503.
     pub async fn read<T, F, Fut>(&self, query: F) -> Result<T, ApiError>
     where
         F: Fn(Database) -> Fut,
@@ -99,11 +124,19 @@ impl AppState {
                 };
             }
         }
-        match (query(self.db.clone()).await, &self.fallback) {
-            (Err(DbError::Unavailable(_)), Some(primary)) => {
-                query(primary.clone()).await.map_err(ApiError::from)
+        let started = Instant::now();
+        loop {
+            match (query(self.db.clone()).await, &self.fallback) {
+                (Err(DbError::Unavailable(_) | DbError::NotReplayed(_)), Some(primary)) => {
+                    return query(primary.clone()).await.map_err(ApiError::from);
+                }
+                (Err(DbError::NotReplayed(_)), None)
+                    if started.elapsed() < self.consistency_wait =>
+                {
+                    tokio::time::sleep(REPLAY_POLL).await;
+                }
+                (outcome, _) => return outcome.map_err(ApiError::from),
             }
-            (outcome, _) => outcome.map_err(ApiError::from),
         }
     }
 }

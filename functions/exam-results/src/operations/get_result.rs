@@ -1,5 +1,7 @@
 //! `GET /results/{exam_year}/{roll_number}`: the results-day hot path.
-//! Public; served from a replica; `ETag` and `If-None-Match` supported.
+//! Public; served from a replica; `ETag` and `If-None-Match` supported. A
+//! read presenting a write's consistency token sees that write (see
+//! [`AppState::read`]).
 
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Method, StatusCode};
@@ -9,7 +11,8 @@ use warp::{Filter, Reply};
 use super::{etag, respond, result_key, result_reply, with_state, Function, RESULT};
 use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::http::raw_header;
+use crate::db::Lsn;
+use crate::http::{consistency_token, raw_header};
 use crate::model::ResultKey;
 use crate::state::AppState;
 
@@ -31,6 +34,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(FUNCTION.allowed())
         .and(result_key(state.years))
         .and(raw_header(header::IF_NONE_MATCH.as_str()))
+        .and(consistency_token())
         .and(with_state(state))
         .then(get_result)
         .map(respond)
@@ -40,10 +44,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 async fn get_result(
     key: ResultKey,
     if_none_match: Option<HeaderValue>,
+    at: Option<Lsn>,
     state: AppState,
 ) -> Result<Response, ApiError> {
     let result = state
-        .read(|db| async move { db.get(key).await })
+        .read(|db| async move { db.get(key, at).await })
         .await?
         .ok_or(ApiError::NoResult(key))?;
     let tag = etag(&result);

@@ -2,12 +2,17 @@
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
 mod bad_input;
+mod batch;
+mod chaos;
+mod conditional;
+mod consistency;
 mod create;
 mod delete;
 mod docs;
 mod errors;
 mod get;
 mod hardening;
+mod idempotency;
 mod list;
 mod manifest;
 mod metrics;

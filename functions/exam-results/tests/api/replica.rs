@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 use crate::support::{spawn_with, Cluster, Spawn, TestApp, GET, REPLICATED_DB};
 
 /// The replica through PgBouncer, with the read functions' read-only role.
-fn ro_url(cluster: &Cluster) -> String {
+pub(crate) fn ro_url(cluster: &Cluster) -> String {
     cluster.reader_url(&format!("{REPLICATED_DB}_ro"))
 }
 
 /// The primary fallback: the same read-only role.
-fn primary_url(cluster: &Cluster) -> String {
+pub(crate) fn primary_url(cluster: &Cluster) -> String {
     cluster.reader_url(REPLICATED_DB)
 }
 
@@ -18,7 +18,11 @@ async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {
     reader_with_limit(cluster, fallback, 1).await
 }
 
-async fn reader_with_limit(cluster: &Cluster, fallback: bool, max_lag_seconds: u32) -> TestApp {
+pub(crate) async fn reader_with_limit(
+    cluster: &Cluster,
+    fallback: bool,
+    max_lag_seconds: u32,
+) -> TestApp {
     let mut env = vec![
         ("DATABASE_URL", ro_url(cluster)),
         ("MAX_REPLICA_LAG_SECONDS", max_lag_seconds.to_string()),

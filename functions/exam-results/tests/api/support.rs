@@ -175,6 +175,11 @@ impl Cluster {
         sandbox(&["kill", self.dir.to_str().unwrap(), "primary"], false);
     }
 
+    /// Kills PgBouncer at once (SIGKILL, as a crashed pod); PostgreSQL stays up.
+    pub fn kill_pgbouncer(&self) {
+        sandbox(&["kill", self.dir.to_str().unwrap(), "pgbouncer"], false);
+    }
+
     /// Starts (or restarts) the replica.
     pub fn start_replica(&self) {
         assert!(self.replica_port.is_some(), "a replicated cluster");
@@ -354,6 +359,8 @@ pub async fn spawn_with(function: Function, options: Spawn<'_>) -> TestApp {
         ("DATABASE_POOL_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_CONNECT_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_STATEMENT_TIMEOUT_MS".into(), "1500".into()),
+        // One test client stands for many users: no per-client limit unless a test sets one.
+        ("RATE_LIMIT_PER_SECOND".into(), "0".into()),
     ];
     // Extra variables override the defaults above.
     env.retain(|(name, _)| !options.extra_env.iter().any(|(extra, _)| extra == name));
