@@ -24,6 +24,11 @@
 //! - [`db`]: the bb8 pool and the five single-round-trip queries (safe for
 //!   PgBouncer transaction pooling without prepared statements).
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
+//! - [`publication`]: when a year becomes public, who may read it before
+//!   (staff tokens), the publication times' bounded refresh.
+//! - [`read_cache`]: `Cache-Control` for shared caches and the in-process
+//!   cache with request coalescing.
+//! - [`statistics`]: a year's statistics from its mark counts; grade bands.
 //! - [`replica`]: the read replica's lag, estimated from sampled WAL positions.
 //! - [`route`]: route templates, declared once: path matching and the
 //!   bounded `http_route` label.
@@ -41,10 +46,13 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod operations;
+pub mod publication;
+pub mod read_cache;
 pub mod replica;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod statistics;
 pub mod telemetry;
 
 pub use config::{Access, Auth, Config};

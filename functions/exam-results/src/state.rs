@@ -7,6 +7,10 @@ use crate::config::{Auth, Config};
 use crate::db::{Database, DbError};
 use crate::error::ApiError;
 use crate::model::YearRange;
+use crate::publication::Schedule;
+use crate::read_cache::{HttpCaching, ReadCache};
+use crate::statistics::Grading;
+use std::time::Duration;
 
 /// Shared, cheap-to-clone application state.
 #[derive(Clone)]
@@ -23,6 +27,14 @@ pub struct AppState {
     pub years: YearRange,
     /// Reads only: the replica's last measured lag, if lag checking is on.
     pub lag: Option<Arc<ReplicaLag>>,
+    /// Reads only: the publication times as last read (see [`crate::publication`]).
+    pub publications: Arc<Schedule>,
+    /// Reads only: `Cache-Control` values for published data.
+    pub http_caching: Arc<HttpCaching>,
+    /// Reads only: the in-process cache (off unless `READ_CACHE_CAPACITY` > 0).
+    pub read_cache: Arc<ReadCache>,
+    /// The pass mark and grade bands of the statistics.
+    pub grading: Arc<Grading>,
 }
 
 /// The replica lag as last measured by the background probe.
@@ -81,6 +93,21 @@ impl AppState {
             lag: config
                 .max_replica_lag_seconds
                 .map(|max| Arc::new(ReplicaLag::new(max))),
+            publications: Arc::new(Schedule::new(Duration::from_secs(
+                config.publication_refresh_seconds,
+            ))),
+            http_caching: Arc::new(HttpCaching::new(
+                config.http_cache_max_age_seconds,
+                config.http_cache_stale_while_revalidate_seconds,
+                config.http_cache_not_found_max_age_seconds,
+            )),
+            read_cache: Arc::new(ReadCache::new(
+                config.read_cache_capacity,
+                Duration::from_millis(config.read_cache_ttl_ms),
+            )),
+            grading: Arc::new(
+                Grading::new(config.pass_mark, &config.grade_bands).expect("validated at start-up"),
+            ),
         }
     }
 

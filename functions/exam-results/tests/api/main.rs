@@ -1,6 +1,7 @@
 //! End-to-end tests of the five functions over real HTTP, against a real
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
+mod caching;
 mod create;
 mod delete;
 mod docs;
@@ -10,8 +11,10 @@ mod hardening;
 mod list;
 mod manifest;
 mod metrics;
+mod publication;
 mod replica;
 mod resilience;
 mod schema;
+mod statistics;
 mod support;
 mod update;
