@@ -40,6 +40,22 @@ CREATE TABLE IF NOT EXISTS publication_audit (
 COMMENT ON TABLE publication_audit IS
     'Append-only trail of publication changes; changed_by is a token fingerprint (sha256:<16 hex>).';
 
+-- Append-only for every role, whatever its grants (a later migration that
+-- grants the group roles all privileges on all tables cannot undo it): only
+-- an owner who drops these triggers can rewrite the trail.
+CREATE OR REPLACE FUNCTION publication_audit_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'publication_audit is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER publication_audit_no_change BEFORE UPDATE OR DELETE ON publication_audit
+    FOR EACH ROW EXECUTE FUNCTION publication_audit_append_only();
+CREATE OR REPLACE TRIGGER publication_audit_no_truncate BEFORE TRUNCATE ON publication_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION publication_audit_append_only();
+
 CREATE TABLE IF NOT EXISTS result_mark_counts (
     exam_year int    NOT NULL,
     marks     int    NOT NULL CHECK (marks BETWEEN 0 AND 100),
@@ -117,16 +133,21 @@ SELECT exam_year, marks, count(*) FROM student_results GROUP BY exam_year, marks
 ON CONFLICT DO NOTHING;
 
 -- The group roles come from 0004 (docs/database.md); where they do not exist
--- yet this block grants nothing and the migration still applies.
+-- yet this block grants nothing and the migration still applies. Exactly
+-- these privileges, whatever default privileges granted before: the writer
+-- reads and sets publication times, appends to the trail and recounts a
+-- year; the reader reads times and counts; nobody else writes the counts.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'exam_results_writer') THEN
+        REVOKE ALL ON publications, publication_audit, result_mark_counts FROM exam_results_writer;
         GRANT SELECT, INSERT, UPDATE ON publications TO exam_results_writer;
         GRANT INSERT ON publication_audit TO exam_results_writer;
         GRANT SELECT ON result_mark_counts TO exam_results_writer;
         GRANT EXECUTE ON FUNCTION refresh_result_mark_counts(int) TO exam_results_writer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'exam_results_reader') THEN
+        REVOKE ALL ON publications, publication_audit, result_mark_counts FROM exam_results_reader;
         GRANT SELECT ON publications, result_mark_counts TO exam_results_reader;
     END IF;
 END;

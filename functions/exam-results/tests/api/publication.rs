@@ -281,7 +281,7 @@ async fn every_change_is_audited_with_a_token_fingerprint_never_the_token() {
 }
 
 #[tokio::test]
-async fn the_writer_role_can_only_append_to_the_audit_trail() {
+async fn the_audit_trail_is_append_only_for_the_runtime_roles_and_the_owner() {
     let cluster = shared_cluster();
     // The group roles normally come from an earlier migration; created here
     // if absent, before a fresh database so 0007's grants apply.
@@ -327,6 +327,73 @@ async fn the_writer_role_can_only_append_to_the_audit_trail() {
         .batch_execute("INSERT INTO publication_audit (exam_year, changed_by, new_publish_at) VALUES (2027, 'sha256:0123456789abcdef', now())")
         .await
         .is_err());
+    // Even the owner cannot rewrite the trail while its triggers stand.
+    client.batch_execute("RESET ROLE").await.unwrap();
+    for statement in [
+        "UPDATE publication_audit SET exam_year = 2028",
+        "DELETE FROM publication_audit",
+        "TRUNCATE publication_audit",
+    ] {
+        let err = client.batch_execute(statement).await.unwrap_err();
+        assert!(
+            err.as_db_error().unwrap().message().contains("append-only"),
+            "{statement}: {err}"
+        );
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    functions: Vec<Entry>,
+}
+
+#[derive(serde::Deserialize)]
+struct Entry {
+    name: String,
+    staff: Option<String>,
+}
+
+/// `staff: read-token` in functions.yaml marks exactly the functions that
+/// hide unpublished years from the public and show them to a read token.
+#[tokio::test]
+async fn the_manifest_marks_exactly_the_functions_that_serve_staff_views() {
+    let text = std::fs::read_to_string(
+        crate::support::repo_root().join("knative/exam-results/functions.yaml"),
+    )
+    .unwrap();
+    let manifest: Manifest = serde_norway::from_str(&text).unwrap();
+    let set = spawn(SET).await;
+    set.insert_rows(shared_cluster(), &[(1, 2027, 50)]).await;
+    publish(&set, 2027, json!("2099-01-01T00:00:00Z")).await;
+    for function in exam_results::operations::ALL {
+        if function.auth != exam_results::Auth::Public || function.method.as_str() != "GET" {
+            continue;
+        }
+        let app = beside(&set, *function, &[]).await;
+        let path = function
+            .route
+            .template()
+            .replace("{exam_year}", "2027")
+            .replace("{roll_number}", "1");
+        let public = get_as(&app, &path, None).await;
+        let staff = get_as(&app, &path, Some(READ_TOKEN)).await;
+        let hides = public.error_code() == "results_not_published";
+        let shows_staff = staff.status == 200;
+        let declared = manifest
+            .functions
+            .iter()
+            .find(|e| e.name == function.name)
+            .and_then(|e| e.staff.as_deref());
+        assert_eq!(
+            declared,
+            (hides && shows_staff).then_some("read-token"),
+            "{}: public {} {}, staff {}",
+            function.name,
+            public.status,
+            public.error_code(),
+            staff.status
+        );
+    }
 }
 
 #[tokio::test]
