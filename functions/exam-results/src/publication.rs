@@ -14,6 +14,7 @@
 //! read unpublished years; their responses are never cached publicly.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use warp::http::{header, HeaderMap, HeaderValue};
+use warp::reply::Response;
 use warp::Filter;
 
 use crate::error::ApiError;
@@ -148,6 +150,29 @@ pub async fn admit(state: &AppState, viewer: Viewer, exam_year: i32) -> Result<A
 
 /// Every scheduled year's publication.
 type Years = Arc<HashMap<i32, Publication>>;
+
+/// Serves a read of `exam_year` for `viewer`: refused with
+/// `results_not_published` while the public may not see it, else `read`
+/// for the audience; `Cache-Control` and `Vary` set for the outcome (see
+/// [`HttpCaching::apply`](crate::read_cache::HttpCaching::apply)).
+pub async fn serve_read<F, Fut>(
+    state: &AppState,
+    viewer: Viewer,
+    exam_year: i32,
+    read: F,
+) -> Response
+where
+    F: FnOnce(Audience) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let (audience, outcome) = match admit(state, viewer, exam_year).await {
+        Ok(audience) => (Some(audience), read(audience).await),
+        Err(refusal) => (None, Err(refusal)),
+    };
+    let mut response = outcome.unwrap_or_else(ApiError::into_response);
+    state.http_caching.apply(&mut response, audience);
+    response
+}
 
 /// The publication times as this process last read them.
 pub struct Schedule {

@@ -9,12 +9,12 @@ use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{etag, respond, result_key, result_reply, with_state, Function, RESULT};
+use super::{etag, result_key, result_reply, with_state, Function, RESULT};
 use crate::config::{Access, Auth};
 use crate::error::ApiError;
 use crate::http::raw_header;
 use crate::model::{ExamResult, ResultKey};
-use crate::publication::{admit, viewer, Audience, Viewer};
+use crate::publication::{serve_read, viewer, Audience, Viewer};
 use crate::state::AppState;
 
 /// The get-result function.
@@ -47,16 +47,14 @@ async fn get_result(
     viewer: Viewer,
     state: AppState,
 ) -> Response {
-    let (audience, outcome) = match admit(&state, viewer, key.exam_year).await {
-        Ok(audience) => (Some(audience), read(&state, key, audience).await),
-        Err(refusal) => (None, Err(refusal)),
-    };
-    let mut response = respond(outcome.and_then(|found| {
-        let result = found.ok_or(ApiError::NoResult(key))?;
+    let state = &state;
+    serve_read(state, viewer, key.exam_year, |audience| async move {
+        let result = read(state, key, audience)
+            .await?
+            .ok_or(ApiError::NoResult(key))?;
         Ok(conditional_reply(&result, if_none_match))
-    }));
-    state.http_caching.apply(&mut response, audience);
-    response
+    })
+    .await
 }
 
 /// The result: published data through the in-process cache, staff reads

@@ -11,10 +11,10 @@ use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{respond, with_state, year_param, Function, STATISTICS};
+use super::{with_state, year_param, Function, STATISTICS};
 use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::publication::{admit, viewer, Audience, Viewer};
+use crate::publication::{serve_read, viewer, Audience, Viewer};
 use crate::state::AppState;
 
 /// The get-statistics function.
@@ -41,15 +41,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 async fn get_statistics(exam_year: i32, viewer: Viewer, state: AppState) -> Response {
-    let (audience, outcome) = match admit(&state, viewer, exam_year).await {
-        Ok(audience) => (Some(audience), counts(&state, exam_year, audience).await),
-        Err(refusal) => (None, Err(refusal)),
-    };
-    let mut response = respond(outcome.map(|counts| {
-        warp::reply::json(&state.grading.statistics(exam_year, &counts)).into_response()
-    }));
-    state.http_caching.apply(&mut response, audience);
-    response
+    let state = &state;
+    serve_read(state, viewer, exam_year, |audience| async move {
+        let counts = counts(state, exam_year, audience).await?;
+        Ok(warp::reply::json(&state.grading.statistics(exam_year, &counts)).into_response())
+    })
+    .await
 }
 
 async fn counts(
