@@ -1,4 +1,4 @@
-//! The connection pool and the five queries.
+//! The connection pool and the queries.
 //!
 //! Every query is sent with [`tokio_postgres::Client::query_typed`]: an
 //! unnamed statement whose parameter types are given up front, so Parse,
@@ -128,7 +128,7 @@ pub struct Database {
     max_size: u32,
 }
 
-// The five statements, fixed at compile time (parameters are always bound, never interpolated).
+// The result statements, fixed at compile time (parameters are always bound, never interpolated).
 const INSERT_RESULT: &str =
     "INSERT INTO student_results (roll_number, exam_year, marks) VALUES ($1, $2, $3) \
                              RETURNING roll_number, exam_year, marks";

@@ -21,7 +21,7 @@
 //!   database's CHECK constraints; domain errors ([`model::InputError`]), no HTTP.
 //! - [`error`]: [`ApiError`], the one error enum, its JSON replies, and the
 //!   one mapping of every domain and database error to it.
-//! - [`db`]: the bb8 pool and the five single-round-trip queries (safe for
+//! - [`db`]: the bb8 pool and the single-round-trip queries (safe for
 //!   PgBouncer transaction pooling without prepared statements).
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
 //! - [`publication`]: when a year becomes public, who may read it before

@@ -178,7 +178,8 @@ where
 pub struct Schedule {
     refresh: Duration,
     snapshot: RwLock<Option<(Instant, Years)>>,
-    loading: tokio::sync::Mutex<()>,
+    /// Held while the table is read; the last failed read, if any.
+    loading: tokio::sync::Mutex<Option<(Instant, ApiError)>>,
 }
 
 impl Schedule {
@@ -188,7 +189,7 @@ impl Schedule {
         Self {
             refresh,
             snapshot: RwLock::new(None),
-            loading: tokio::sync::Mutex::new(()),
+            loading: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -202,32 +203,46 @@ impl Schedule {
     pub async fn of(&self, state: &AppState, exam_year: i32) -> Result<Publication, ApiError> {
         let years = match self.fresh() {
             Some(years) => years,
-            None => {
-                let _loading = self.loading.lock().await;
-                match self.fresh() {
-                    Some(years) => years,
-                    None => {
-                        let rows = state
-                            .read(|db| async move { db.publications().await })
-                            .await?;
-                        let years: Years = Arc::new(
-                            rows.into_iter()
-                                .map(|(year, at)| {
-                                    (year, at.map_or(Publication::Withdrawn, Publication::At))
-                                })
-                                .collect(),
-                        );
-                        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
-                            Some((Instant::now(), years.clone()));
-                        years
-                    }
-                }
-            }
+            None => self.load(state).await?,
         };
         Ok(years
             .get(&exam_year)
             .copied()
             .unwrap_or(Publication::Unscheduled))
+    }
+
+    /// Re-reads the table: one query at a time; callers that waited for it
+    /// take its answer, including a failure less than a second old (so a
+    /// database outage costs one query per second, not one per request).
+    async fn load(&self, state: &AppState) -> Result<Years, ApiError> {
+        let mut last_failure = self.loading.lock().await;
+        if let Some(years) = self.fresh() {
+            return Ok(years);
+        }
+        if let Some((at, err)) = last_failure.as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Err(err.clone());
+            }
+        }
+        let rows = match state
+            .read(|db| async move { db.publications().await })
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                *last_failure = Some((Instant::now(), err.clone()));
+                return Err(err);
+            }
+        };
+        *last_failure = None;
+        let years: Years = Arc::new(
+            rows.into_iter()
+                .map(|(year, at)| (year, at.map_or(Publication::Withdrawn, Publication::At)))
+                .collect(),
+        );
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), years.clone()));
+        Ok(years)
     }
 
     fn fresh(&self) -> Option<Years> {

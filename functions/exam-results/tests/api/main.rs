@@ -1,4 +1,4 @@
-//! End-to-end tests of the five functions over real HTTP, against a real
+//! End-to-end tests of the functions over real HTTP, against a real
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
 mod caching;

@@ -403,3 +403,40 @@ async fn a_listing_is_never_stored_by_a_shared_cache() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("cache-control"), Some("private, no-store"));
 }
+
+/// While the database is down, requests that need the publication times
+/// share one failed read instead of queueing to fail one after another.
+#[tokio::test]
+async fn a_database_outage_costs_one_publication_read_not_one_per_request() {
+    let cluster = crate::support::Cluster::start();
+    let database = cluster.fresh_database().await;
+    let app = spawn_with(
+        get_result::FUNCTION,
+        Spawn {
+            cluster: &cluster,
+            database,
+            extra_env: vec![("PUBLICATION_REFRESH_SECONDS", "1".into())],
+        },
+    )
+    .await;
+    assert_eq!(app.get(2024, 1).await.status, 404);
+    cluster.stop_postgres();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let started = Instant::now();
+    assert_eq!(app.get(2024, 1).await.error_code(), "database_unavailable");
+    let one = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let started = Instant::now();
+    let replies = futures_util::future::join_all((0..16).map(|_| app.get(2024, 1))).await;
+    let all = started.elapsed();
+    for reply in &replies {
+        assert_eq!(reply.error_code(), "database_unavailable");
+    }
+    // Queued one after another, the same requests take over a second longer.
+    assert!(
+        all < one + Duration::from_millis(700),
+        "sixteen concurrent requests took {all:?}, one took {one:?}"
+    );
+}
