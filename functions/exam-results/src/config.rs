@@ -156,6 +156,39 @@ pub struct Config {
     /// presence is used (see `RATE_LIMIT_CLIENT_HEADER`).
     #[serde(default)]
     pub k_service: Option<String>,
+    /// `PUBLICATION_REFRESH_SECONDS`: read functions re-read the publication
+    /// times when their copy is older than this, so a moved or withdrawn
+    /// publication takes effect within it. Default 5.
+    #[serde(default = "defaults::publication_refresh_seconds")]
+    pub publication_refresh_seconds: u64,
+    /// `HTTP_CACHE_MAX_AGE_SECONDS`: `max-age` of published data; a
+    /// correction reaches readers of a shared cache within it. Default 60.
+    #[serde(default = "defaults::http_cache_max_age_seconds")]
+    pub http_cache_max_age_seconds: u64,
+    /// `HTTP_CACHE_STALE_WHILE_REVALIDATE_SECONDS`: how long after `max-age`
+    /// a shared cache may answer from its copy while it refetches. Default 30.
+    #[serde(default = "defaults::http_cache_stale_while_revalidate_seconds")]
+    pub http_cache_stale_while_revalidate_seconds: u64,
+    /// `HTTP_CACHE_NOT_FOUND_MAX_AGE_SECONDS`: `max-age` of a 404 for an
+    /// absent result of a published year. Default 10.
+    #[serde(default = "defaults::http_cache_not_found_max_age_seconds")]
+    pub http_cache_not_found_max_age_seconds: u64,
+    /// `READ_CACHE_CAPACITY`: entries in a read function's in-process cache
+    /// (about 100 bytes each); 0 turns it off. Default 0.
+    #[serde(default)]
+    pub read_cache_capacity: u64,
+    /// `READ_CACHE_TTL_MS`: how long an entry of the in-process cache lives.
+    /// Default 2000.
+    #[serde(default = "defaults::read_cache_ttl_ms")]
+    pub read_cache_ttl_ms: u64,
+    /// `PASS_MARK`: a result passes at this mark or above (statistics).
+    /// Default 40.
+    #[serde(default = "defaults::pass_mark")]
+    pub pass_mark: i32,
+    /// `GRADE_BANDS`: `grade:lowest mark` pairs for the statistics'
+    /// distribution. Default `A:80,B:70,C:60,D:50,E:40,U:0`.
+    #[serde(default = "defaults::grade_bands")]
+    pub grade_bands: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -332,6 +365,25 @@ impl Config {
                     "MAX_REPLICA_LAG_SECONDS",
                     "must be a positive number",
                 ));
+            }
+        }
+        crate::statistics::Grading::new(self.pass_mark, &self.grade_bands).map_err(|problem| {
+            let variable = if problem.starts_with("must be") {
+                "PASS_MARK"
+            } else {
+                "GRADE_BANDS"
+            };
+            ConfigError::new(variable, problem)
+        })?;
+        for (name, value) in [
+            (
+                "PUBLICATION_REFRESH_SECONDS",
+                self.publication_refresh_seconds,
+            ),
+            ("READ_CACHE_TTL_MS", self.read_cache_ttl_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be greater than 0"));
             }
         }
         if let Some(variable) = auth.variable() {
@@ -555,6 +607,27 @@ mod defaults {
     pub(super) fn rate_limit_trusted_hops() -> usize {
         1
     }
+    pub(super) fn publication_refresh_seconds() -> u64 {
+        5
+    }
+    pub(super) fn http_cache_max_age_seconds() -> u64 {
+        60
+    }
+    pub(super) fn http_cache_stale_while_revalidate_seconds() -> u64 {
+        30
+    }
+    pub(super) fn http_cache_not_found_max_age_seconds() -> u64 {
+        10
+    }
+    pub(super) fn read_cache_ttl_ms() -> u64 {
+        2000
+    }
+    pub(super) fn pass_mark() -> i32 {
+        crate::statistics::DEFAULT_PASS_MARK
+    }
+    pub(super) fn grade_bands() -> String {
+        crate::statistics::DEFAULT_GRADE_BANDS.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -709,6 +782,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "RATE_LIMIT_CLIENT_HEADER");
+    }
+
+    #[test]
+    fn grade_bands_that_leave_a_mark_ungraded_are_named() {
+        let err = Config::from_iter(vars(&[URL, ("GRADE_BANDS", "A:80,B:70")]), Auth::Public)
+            .unwrap_err();
+        assert_eq!(err.variable, "GRADE_BANDS");
+        let err = Config::from_iter(vars(&[URL, ("PASS_MARK", "101")]), Auth::Public).unwrap_err();
+        assert_eq!(err.variable, "PASS_MARK");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, Pool, RunError};
 use bb8_postgres::PostgresConnectionManager;
+use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
@@ -65,6 +66,12 @@ pub enum Operation {
     UpdateResult,
     /// `DELETE`.
     DeleteResult,
+    /// Every year's publication time.
+    SelectPublications,
+    /// Set a year's publication time and audit the change.
+    SetPublication,
+    /// One year's mark counts (statistics).
+    SelectMarkCounts,
     /// `/readyz` probe.
     Readiness,
     /// Replica lag probe.
@@ -84,6 +91,9 @@ impl Operation {
             Self::ListResults => "list_results",
             Self::UpdateResult => "update_result",
             Self::DeleteResult => "delete_result",
+            Self::SelectPublications => "select_publications",
+            Self::SetPublication => "set_publication",
+            Self::SelectMarkCounts => "select_mark_counts",
             Self::Readiness => "readiness",
             Self::ReplicaLag => "replica_lag",
             Self::CurrentLsn => "current_lsn",
@@ -136,7 +146,7 @@ pub struct Database {
     max_size: u32,
 }
 
-// The five statements, fixed at compile time (parameters are always bound, never interpolated).
+// The result statements, fixed at compile time (parameters are always bound, never interpolated).
 const INSERT_RESULT: &str =
     "INSERT INTO student_results (roll_number, exam_year, marks) VALUES ($1, $2, $3) \
                              RETURNING roll_number, exam_year, marks";
@@ -161,6 +171,28 @@ const CURRENT_LSN: &str = "SELECT pg_current_wal_lsn()::text";
 /// True on a primary (a promoted replica included), or on a replica that has replayed `$1`.
 const REPLAYED: &str = "SELECT NOT pg_is_in_recovery() \
                         OR COALESCE(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)";
+
+// Publication times ('infinity' = withdrawn, read as NULL) and statistics
+// (sql/migrations/0007_publications.sql).
+const SELECT_PUBLICATIONS: &str = "SELECT exam_year, \
+     CASE WHEN isfinite(publish_at) THEN publish_at END FROM publications";
+// One statement: lock and read the old row, upsert, append the audit row.
+// `saved` reads `old` so the lock is taken (and the old value read) before
+// the upsert changes the row.
+const SET_PUBLICATION: &str = "WITH old AS (\
+         SELECT publish_at FROM publications WHERE exam_year = $1 FOR UPDATE), \
+     saved AS (\
+         INSERT INTO publications AS p (exam_year, publish_at, updated_at) \
+         SELECT $1, coalesce($2, 'infinity'::timestamptz), now() \
+         FROM (SELECT count(*) FROM old) AS locked \
+         ON CONFLICT (exam_year) DO UPDATE SET publish_at = EXCLUDED.publish_at, updated_at = now() \
+         RETURNING p.exam_year, p.publish_at), \
+     audit AS (\
+         INSERT INTO publication_audit (exam_year, changed_by, old_publish_at, new_publish_at) \
+         SELECT exam_year, $3, (SELECT publish_at FROM old), publish_at FROM saved) \
+     SELECT exam_year, CASE WHEN isfinite(publish_at) THEN publish_at END FROM saved";
+const SELECT_MARK_COUNTS: &str = "SELECT marks, results FROM result_mark_counts \
+     WHERE exam_year = $1 AND results > 0 ORDER BY marks";
 
 impl Database {
     /// Builds the pool without connecting: the process starts (and answers
@@ -418,6 +450,59 @@ impl Database {
             .and_then(|row| row.get::<_, Option<String>>(0))
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| DbError::Other("pg_current_wal_lsn() returned no position".into()))
+    }
+
+    /// Every scheduled year's publication time (`None`: withdrawn).
+    pub async fn publications(&self) -> Result<Vec<(i32, Option<OffsetDateTime>)>, DbError> {
+        let rows = self
+            .run(
+                Operation::SelectPublications,
+                SELECT_PUBLICATIONS,
+                &[],
+                None,
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Sets `exam_year`'s publication time (`None` withdraws it) and appends
+    /// the change, made by `changed_by` (a token fingerprint), to the audit
+    /// trail, in one statement; returns the stored time.
+    pub async fn set_publication(
+        &self,
+        exam_year: i32,
+        publish_at: Option<OffsetDateTime>,
+        changed_by: &str,
+    ) -> Result<Option<OffsetDateTime>, DbError> {
+        let rows = self
+            .run(
+                Operation::SetPublication,
+                SET_PUBLICATION,
+                &[
+                    (&exam_year, Type::INT4),
+                    (&publish_at, Type::TIMESTAMPTZ),
+                    (&changed_by, Type::TEXT),
+                ],
+                None,
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.get(1))
+            .ok_or_else(|| DbError::Other("publication upsert returned no row".into()))
+    }
+
+    /// `exam_year`'s `(marks, results)` counts, marks ascending: one index
+    /// range read of at most 101 rows.
+    pub async fn mark_counts(&self, exam_year: i32) -> Result<Vec<(i32, i64)>, DbError> {
+        let rows = self
+            .run(
+                Operation::SelectMarkCounts,
+                SELECT_MARK_COUNTS,
+                &[(&exam_year, Type::INT4)],
+                None,
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     /// One trivial query: is the database reachable through the pool?

@@ -32,6 +32,19 @@ pub enum ApiError {
     /// 404 `not_found`: no result with this key.
     #[error("no result for roll number {} in {}", .0.roll_number, .0.exam_year)]
     NoResult(ResultKey),
+    /// 404 `results_not_published` (with `Retry-After` until the
+    /// publication time, when one is set; `Cache-Control: private,
+    /// no-store`): the year is not public yet. Says nothing about which
+    /// results exist.
+    #[error("results for {exam_year} are not published yet{}", publish_at.as_ref().map(|at| format!("; they will be published at {at}")).unwrap_or_default())]
+    NotPublished {
+        /// The year asked for.
+        exam_year: i32,
+        /// Its publication time (RFC 3339), if one is set.
+        publish_at: Option<String>,
+        /// Seconds until then.
+        retry_after: Option<u64>,
+    },
     /// 405 `method_not_allowed`: the path exists but not with this method.
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
@@ -105,11 +118,12 @@ pub enum ApiError {
 }
 
 /// Every stable error code, as documented in docs/openapi.yaml.
-pub const ERROR_CODES: [&str; 20] = [
+pub const ERROR_CODES: [&str; 21] = [
     "bad_request",
     "invalid_json",
     "unauthorized",
     "not_found",
+    "results_not_published",
     "method_not_allowed",
     "conflict",
     "idempotency_key_in_progress",
@@ -143,7 +157,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) | Self::NoResult(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoResult(_) | Self::NotPublished { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::KeyInProgress => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -170,6 +186,7 @@ impl ApiError {
             Self::InvalidJson(_) => "invalid_json",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) | Self::NoResult(_) => "not_found",
+            Self::NotPublished { .. } => "results_not_published",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::KeyInProgress => "idempotency_key_in_progress",
@@ -223,6 +240,15 @@ impl ApiError {
                 if let Ok(value) = HeaderValue::from_str(etag) {
                     headers.insert(header::ETAG, value);
                 }
+            }
+            Self::NotPublished { retry_after, .. } => {
+                if let Some(seconds) = retry_after {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                }
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-store"),
+                );
             }
             _ => {}
         }

@@ -27,6 +27,11 @@
 //!   PgBouncer transaction pooling without prepared statements), the
 //!   idempotency-key transaction and the batch load's transaction.
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
+//! - [`publication`]: when a year becomes public, who may read it before
+//!   (staff tokens), the publication times' bounded refresh.
+//! - [`read_cache`]: `Cache-Control` for shared caches and the in-process
+//!   cache with request coalescing.
+//! - [`statistics`]: a year's statistics from its mark counts; grade bands.
 //! - [`replica`]: the read replica's lag, estimated from sampled WAL positions.
 //! - [`route`]: route templates, declared once: path matching and the
 //!   bounded `http_route` label.
@@ -50,10 +55,13 @@ pub mod limits;
 pub mod model;
 pub mod operations;
 pub mod ratelimit;
+pub mod publication;
+pub mod read_cache;
 pub mod replica;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod statistics;
 pub mod telemetry;
 
 pub use config::{Access, Auth, Config};

@@ -8,6 +8,9 @@ use crate::config::{Auth, Config};
 use crate::db::{Database, DbError};
 use crate::error::ApiError;
 use crate::model::YearRange;
+use crate::publication::Schedule;
+use crate::read_cache::{HttpCaching, ReadCache};
+use crate::statistics::Grading;
 
 /// Shared, cheap-to-clone application state.
 #[derive(Clone)]
@@ -35,6 +38,14 @@ pub struct AppState {
     /// create-results-batch only: how long one load may take
     /// (`BATCH_STATEMENT_TIMEOUT_MS`).
     pub batch_timeout: Duration,
+    /// Reads only: the publication times as last read (see [`crate::publication`]).
+    pub publications: Arc<Schedule>,
+    /// Reads only: `Cache-Control` values for published data.
+    pub http_caching: Arc<HttpCaching>,
+    /// Reads only: the in-process cache (off unless `READ_CACHE_CAPACITY` > 0).
+    pub read_cache: Arc<ReadCache>,
+    /// The pass mark and grade bands of the statistics.
+    pub grading: Arc<Grading>,
 }
 
 /// How often a read waiting for the replica to replay its token asks again.
@@ -100,6 +111,21 @@ impl AppState {
             idempotency_ttl: Duration::from_secs(config.idempotency_key_ttl_seconds),
             batch_max_bytes: config.batch_max_bytes,
             batch_timeout: Duration::from_millis(config.batch_statement_timeout_ms),
+            publications: Arc::new(Schedule::new(Duration::from_secs(
+                config.publication_refresh_seconds,
+            ))),
+            http_caching: Arc::new(HttpCaching::new(
+                config.http_cache_max_age_seconds,
+                config.http_cache_stale_while_revalidate_seconds,
+                config.http_cache_not_found_max_age_seconds,
+            )),
+            read_cache: Arc::new(ReadCache::new(
+                config.read_cache_capacity,
+                Duration::from_millis(config.read_cache_ttl_ms),
+            )),
+            grading: Arc::new(
+                Grading::new(config.pass_mark, &config.grade_bands).expect("validated at start-up"),
+            ),
         }
     }
 

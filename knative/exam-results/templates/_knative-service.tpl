@@ -111,6 +111,7 @@ activationScale: activation-scale
 {{- $name := .meta.name -}}
 {{- $access := .meta.access -}}
 {{- $auth := .meta.auth | default "public" -}}
+{{- $staff := .meta.staff -}}
 {{- $fn := .fn -}}
 {{- $d := $root.Values.functionDefaults -}}
 {{- $secret := $root.Values.database.existingSecret -}}
@@ -180,6 +181,14 @@ containers:
             name: {{ $root.Values.readTokens.existingSecret }}
             key: {{ $root.Values.readTokens.key }}
       {{- else }}
+      {{- if eq ($staff | default "") "read-token" }}
+      {{- /* staff: read tokens see years not yet published (functions.yaml's staff) */}}
+      - name: READ_TOKENS
+        valueFrom:
+          secretKeyRef:
+            name: {{ $root.Values.readTokens.existingSecret }}
+            key: {{ $root.Values.readTokens.key }}
+      {{- end }}
       {{- $rl := $d.rateLimit }}
       - name: RATE_LIMIT_PER_SECOND
         value: {{ $rl.perSecond | toString | quote }}

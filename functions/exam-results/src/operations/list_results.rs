@@ -3,7 +3,7 @@
 //! institutions, not the public); served from a replica.
 
 use warp::filters::BoxedFilter;
-use warp::http::Method;
+use warp::http::{header, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -64,5 +64,10 @@ async fn list_results(
     } else {
         None
     };
-    Ok(warp::reply::json(&Page { items, next_after }).into_response())
+    // Only staff list, so a listing is never stored by a shared cache.
+    let mut response = warp::reply::json(&Page { items, next_after }).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, crate::read_cache::PRIVATE);
+    Ok(response)
 }

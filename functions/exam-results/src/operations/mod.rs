@@ -50,7 +50,10 @@ operations!(
     list_results,
     update_result,
     delete_result,
-    create_results_batch
+    create_results_batch,
+    set_publication,
+    get_publication,
+    get_statistics
 );
 
 /// One result: `/results/{exam_year}/{roll_number}`.
@@ -59,6 +62,10 @@ pub const RESULT: Route = Route::new("/results/{exam_year}/{roll_number}");
 pub const RESULTS: Route = Route::new("/results");
 /// Batch loads of results: `/results/batches`.
 pub const BATCHES: Route = Route::new("/results/batches");
+/// A year's publication time: `/publications/{exam_year}`.
+pub const PUBLICATION: Route = Route::new("/publications/{exam_year}");
+/// A year's statistics: `/results/{exam_year}/statistics`.
+pub const STATISTICS: Route = Route::new("/results/{exam_year}/statistics");
 
 /// One function: its own binary and Knative Service. Its fields are the ones
 /// of its entry in `knative/exam-results/functions.yaml`.
@@ -149,6 +156,24 @@ pub fn result_key(
                 None => Err(warp::reject::not_found()),
             };
             async move { key }
+        })
+}
+
+/// The exam year in the path of a one-parameter `route` such as
+/// [`PUBLICATION`]: 400 if not a number, 404 if not canonical, 422 if out
+/// of range; 400 if the URL has a query string.
+pub fn year_param(
+    route: Route,
+    years: YearRange,
+) -> impl Filter<Extract = (i32,), Error = Rejection> + Clone {
+    http::no_query()
+        .and(warp::path::full())
+        .and_then(move |path: warp::path::FullPath| {
+            let year = match route.params::<1>(path.as_str()) {
+                Some([year]) => years.from_path(year).map_err(Rejection::from),
+                None => Err(warp::reject::not_found()),
+            };
+            async move { year }
         })
 }
 

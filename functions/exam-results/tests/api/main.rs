@@ -1,8 +1,9 @@
-//! End-to-end tests of the five functions over real HTTP, against a real
+//! End-to-end tests of the functions over real HTTP, against a real
 //! PostgreSQL behind a real PgBouncer in transaction pooling mode.
 
 mod bad_input;
 mod batch;
+mod caching;
 mod chaos;
 mod conditional;
 mod consistency;
@@ -16,10 +17,12 @@ mod idempotency;
 mod list;
 mod manifest;
 mod metrics;
+mod publication;
 mod raw;
 mod replica;
 mod resilience;
 mod schema;
+mod statistics;
 mod strict_input;
 mod support;
 mod update;
