@@ -156,3 +156,17 @@ async fn a_point_read_and_a_listing_touch_only_their_years_partition() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_transaction_left_idle_by_a_dead_pooler_is_ended_after_ten_seconds() {
+    // 0008: an orphaned "idle in transaction" backend would hold its locks (and an
+    // idempotency key's advisory lock) until the connection dies.
+    let cluster = shared_cluster();
+    let client = cluster.direct(&cluster.fresh_database().await).await;
+    let timeout: String = client
+        .query_one("SHOW idle_in_transaction_session_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "10s");
+}
