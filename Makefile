@@ -60,7 +60,7 @@ replica-lag: ## Show replication lag, measured on both the primary and the repli
 ##@ Benchmarks
 
 .PHONY: bench
-bench: ## Results-day benchmarks against the local system (run `make up` first); writes bench-results/
+bench: ## Results-day benchmarks against the local system (first `RATE_LIMIT_PER_SECOND=0 make up`); writes bench-results/
 	@.ci/bench/run.sh
 
 ##@ Capacity planning
@@ -93,7 +93,7 @@ deps: ## Install what the tests need (apt packages, .venv with Python tools)
 	@.ci/install-deps.sh
 
 .PHONY: test
-test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver test-browser ## Run every test (what CI runs)
+test: deps test-rust test-database test-knative test-crossplane test-observability test-cicd test-bench test-planner test-apiserver test-instructions test-browser ## Run every test (what CI runs)
 
 .PHONY: test-rust
 test-rust: ## Unit and integration tests of the functions (real PostgreSQL + PgBouncer)
@@ -137,10 +137,18 @@ test-apiserver: ## The chart, its upgrades and the compositions' objects applied
 	@test -x "$(GO)" || { echo "test-apiserver: skipped, Go is not installed (install Go 1.24 or later from https://go.dev/dl/, or set GO=/path/to/go)"; exit 0; }; \
 	cd knative/apiserver && GOTOOLCHAIN=local PYTHON="$(abspath $(PYTHON))" "$(GO)" test -count=1 -timeout 30m ./...
 
+.PHONY: test-instructions
+test-instructions: ## get-result's instructions per request (callgrind) within the margin of .ci/bench/regression/reference.json
+	$(PYTEST) -s .ci/bench/regression
+
+.PHONY: instructions-reference
+instructions-reference: ## Re-measure get-result's instructions per request into the reference (commit it when the change is intended)
+	UPDATE_REFERENCE=1 $(PYTEST) -s .ci/bench/regression
+
 BROWSER_TESTS := functions/results-page/tests/browser
 
 .PHONY: test-browser
-test-browser: ## The results page in Debian's Chromium (Playwright): lookups, no-JS form, 429, axe-core, page weight, Lighthouse; screenshots in $(BROWSER_TESTS)/artifacts
+test-browser: deps ## The results page in Debian's Chromium (Playwright): lookups, no-JS form, 429, axe-core, page weight, Lighthouse; screenshots in $(BROWSER_TESTS)/artifacts
 	@command -v npm >/dev/null || { echo "test-browser: npm not found (Debian: apt-get install npm)" >&2; exit 1; }
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	$(CARGO) test -p exam-results --test browser -- --ignored --nocapture

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # `make bench`: results-day benchmarks against the local stack (`make up` first).
 #
-#   .ci/bench/run.sh                    # full run, about 10-12 minutes
-#   BENCH_QUICK=1 .ci/bench/run.sh      # short version, under 2 minutes
+#   .ci/bench/run.sh                    # full run, about 12-14 minutes
+#   BENCH_QUICK=1 .ci/bench/run.sh      # short version, about 3 minutes
 #   BENCH_ONLY=point,sweep .ci/bench/run.sh
 #
 # Settings (environment): BENCH_DURATION, BENCH_SWEEP_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
-# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_PERF, BENCH_OUT;
-# see .ci/bench/bench.py. Results: bench-results/<UTC timestamp>.md (+ .json).
+# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_INSTR_REQUESTS, BENCH_INSTR_RUNS, BENCH_PERF, BENCH_OUT;
+# see .ci/bench/bench/settings.py. Results: bench-results/<UTC timestamp>.md (+ .json).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 missing=()
@@ -17,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 cd "$ROOT"
-exec python3 "$ROOT/.ci/bench/bench.py" "$@"
+PYTHONPATH="$ROOT/.ci/bench${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m bench "$@"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,23 @@ REPLICA_LAG_SECONDS = 30
 PGBOUNCER_MAX_WAIT_SECONDS = 1
 READ_SCALE_FOR = "10m"
 
-# The read functions' max-scale defaults (functions.<fn>.autoscaling.maxScale in values.yaml);
-# the chart rebuilds this group from its values.
-MAX_SCALE_DEFAULTS = {"get-result": 100, "list-results": 50, "results-page": 10}
+def _max_scale_defaults() -> dict[str, int]:
+    """The read functions of functions.yaml and their max-scale in the chart's values.yaml
+    (functions.<key>.autoscaling.maxScale, else newFunctionDefaults.read); read, not copied."""
+    import yaml
+
+    chart = Path(__file__).resolve().parents[2] / "knative" / "exam-results"
+    manifest = yaml.safe_load((chart / "functions.yaml").read_text())["functions"]
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    out = {}
+    for fn in manifest:
+        if fn["access"] == "read":
+            block = values["functions"].get(fn["key"]) or values["newFunctionDefaults"]["read"]
+            out[fn["name"]] = int(block["autoscaling"]["maxScale"])
+    return dict(sorted(out.items()))
+
+
+# The read functions' max-scale defaults; the chart rebuilds this group from its values.
+MAX_SCALE_DEFAULTS = _max_scale_defaults()
 
 RUNBOOKS = "docs/observability.md"

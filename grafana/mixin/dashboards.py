@@ -368,6 +368,26 @@ def service() -> Dashboard:
                    (Target(f"max by (function) (exam_results_replica_lag_seconds{{{FN}}})", "{{function}}"),),
                    w=12),
 
+        Row("Read cache (function metrics; READ_CACHE_CAPACITY > 0)"),
+        TimeSeries("Read cache lookups by outcome",
+                   "In-process cache lookups per second of the read functions: hit, miss (the "
+                   "request queried the database) or coalesced (it waited for another request's "
+                   "query for the same key).", "reqps",
+                   (Target("sum by (function, cache, outcome) (rate("
+                           f"exam_results_read_cache_lookups_total{{{FN}}}[$__rate_interval]))",
+                           "{{function}} {{cache}} {{outcome}}"),), stack=True),
+        TimeSeries("Read cache: share answered without a query",
+                   "Hits and coalesced waits over all lookups: the share of cached reads that cost "
+                   "the database nothing.", "percentunit",
+                   (Target("sum by (function, cache) (rate("
+                           f'exam_results_read_cache_lookups_total{{{FN}, outcome!="miss"}}[$__rate_interval]))'
+                           "\n/\nsum by (function, cache) (rate("
+                           f"exam_results_read_cache_lookups_total{{{FN}}}[$__rate_interval]))",
+                           "{{function}} {{cache}}"),), maximum=1),
+        TimeSeries("Read cache entries", "Entries in the in-process caches, summed over pods.", "short",
+                   (Target(f"sum by (function, cache) (exam_results_read_cache_entries{{{FN}}})",
+                           "{{function}} {{cache}}"),), decimals=0),
+
         Row("Knative autoscaling per revision (cluster only, Knative Serving >= 1.19)"),
         TimeSeries("Desired vs actual pods",
                    "Pods the autoscaler wants against pods that exist, per revision.", "short",

@@ -37,6 +37,8 @@ FUNCTION_METRICS = {
     "exam_results_db_query_duration_seconds_count",
     "exam_results_errors_total",
     "exam_results_replica_lag_seconds",
+    "exam_results_read_cache_lookups_total",
+    "exam_results_read_cache_entries",
     "exam_results_build_info",
 }
 

@@ -105,14 +105,11 @@ def test_prometheusrule_max_scale_follows_the_chart_values(enabled):
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     (limits,) = [g for g in rendered_groups(enabled) if g["name"] == "exam-results.scale-limits"]
     got = {r["labels"]["kn_service_name"]: r["expr"] for r in limits["rules"]}
-    assert got == {
-        "get-result": f"vector({values['functions']['getResult']['autoscaling']['maxScale']})",
-        "list-results": f"vector({values['functions']['listResults']['autoscaling']['maxScale']})",
-        "results-page": f"vector({values['functions']['resultsPage']['autoscaling']['maxScale']})",
-    }
-    changed = render(deep_merge(ENABLED, {"functions": {"getResult": {"autoscaling": {"maxScale": 7}},
-                                                        "listResults": {"enabled": False},
-                                                        "resultsPage": {"enabled": False}}}))
+    manifest = yaml.safe_load((CHART / "functions.yaml").read_text())["functions"]
+    reads = [f for f in manifest if f["access"] == "read"]
+    assert got == {f["name"]: f"vector({values['functions'][f['key']]['autoscaling']['maxScale']})" for f in reads}
+    others_off = {f["key"]: {"enabled": False} for f in reads if f["key"] != "getResult"}
+    changed = render(deep_merge(ENABLED, {"functions": {"getResult": {"autoscaling": {"maxScale": 7}}, **others_off}}))
     (limits,) = [g for g in rendered_groups(changed) if g["name"] == "exam-results.scale-limits"]
     assert limits["rules"] == [{"record": "exam_results:knative_max_scale", "expr": "vector(7)",
                                 "labels": {"kn_service_name": "get-result"}}]

@@ -1,8 +1,9 @@
 """The local observability stack (grafana/local/start-prometheus.sh and stop-prometheus.sh):
 a real Prometheus and real exporters on 127.0.0.1, on free ports, in a temporary state dir.
 
-The second test also starts a throw-away PostgreSQL and PgBouncer (Debian's packages) and checks
-that every data-tier panel query over PostgreSQL and PgBouncer metrics returns data."""
+The tests with a database start the database sandbox (.ci/sandbox.sh: PostgreSQL and PgBouncer
+with the production roles): every data-tier panel query over PostgreSQL and PgBouncer metrics
+returns data, and with the database gone no generated secret reaches a log or a command line."""
 from __future__ import annotations
 
 import json
@@ -76,6 +77,10 @@ class Stack:
         return [int(p.read_text()) for p in (self.state / "observability").glob("*.pid")]
 
 
+#: An override of get-result's port (its metrics: + 1000); nothing needs to listen there.
+OVERRIDDEN_GET_RESULT_PORT = 18082
+
+
 def stack_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({
@@ -97,7 +102,8 @@ def stack(tmp_path):
     require_tool("prometheus")
     require_tool("promtool")
     require_tool("prometheus-postgres-exporter")
-    s = Stack(tmp_path / "state", stack_env())
+    # get-result's port overridden as `GET_RESULT_PORT=... make up` would: Prometheus must follow it
+    s = Stack(tmp_path / "state", stack_env(GET_RESULT_PORT=str(OVERRIDDEN_GET_RESULT_PORT)))
     yield s
     s.stop()
 
@@ -113,7 +119,9 @@ def test_start_script_runs_prometheus_with_all_targets_and_the_alert_rules(stack
     for t in targets:
         by_job.setdefault(t["labels"]["job"], set()).add(t["scrapeUrl"])
         assert t["labels"]["namespace"] == "local" and t["labels"]["pod"]
-    assert by_job["exam-results-functions"] == {f"http://127.0.0.1:{p}/metrics" for p in range(9081, 9086)}
+    manifest = yaml.safe_load((REPO / "knative" / "exam-results" / "functions.yaml").read_text())["functions"]
+    ports = {f["name"]: OVERRIDDEN_GET_RESULT_PORT if f["name"] == "get-result" else f["port"] for f in manifest}
+    assert by_job["exam-results-functions"] == {f"http://127.0.0.1:{p + 1000}/metrics" for p in ports.values()}
     assert by_job["pgbouncer"] == {f"http://127.0.0.1:{stack.env['PGBOUNCER_EXPORTER_PORT']}/metrics"}
     assert len(by_job["postgres"]) == 2
 
@@ -159,72 +167,28 @@ def test_start_script_can_run_twice(stack):
 
 
 # ------------------------------------------------------------------ with PostgreSQL and PgBouncer
-def pg_bindir() -> Path | None:
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / "initdb").exists():
-            return d
-    return None
+SANDBOX = REPO / ".ci" / "sandbox.sh"
 
 
-def as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+def read_env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
 
 
-@pytest.fixture
-def database(tmp_path):
-    bindir, pgbouncer = pg_bindir(), shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if bindir is None or not Path(pgbouncer).exists():
-        pytest.fail("PostgreSQL and PgBouncer are needed: install the packages in .ci/apt-observability.txt")
-    # pytest's tmp_path is private to root; PostgreSQL runs as the postgres user.
-    root = Path(tempfile.mkdtemp(prefix="exam-results-obs-db-"))
-    os.chmod(root, 0o755)
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    pg_port, pgb_port = free_port(), free_port()
-    data = root / "data"
-    subprocess.run(as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
-                                f"-p {pg_port} -k {root} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True, timeout=120)
-    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres"]
+@pytest.fixture(scope="module")
+def database():
+    """The database sandbox (.ci/sandbox.sh, as make up starts it, without a replica): its
+    directory, facts and passwords. The exporters log in with its monitoring roles."""
+    if not SANDBOX.exists():
+        pytest.fail(f"{SANDBOX} is missing")
+    root = Path(tempfile.mkdtemp(prefix="er-obs-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PRIMARY_PORT", "REPLICA_PORT", "PGBOUNCER_PORT")}
+    env.update(SANDBOX_FAST="1", SANDBOX_QUIET="1", SANDBOX_REPLICA="0")
+    started = subprocess.run([str(SANDBOX), "start", str(root)], env=env, capture_output=True, text=True, timeout=180)
     try:
-        subprocess.run(psql + ["-c", "CREATE DATABASE exam_results"], check=True, capture_output=True)
-        for f in sorted((REPO / "sql" / "migrations").glob("*.sql")):
-            subprocess.run(psql + ["-d", "exam_results", "-f", str(f)], check=True, capture_output=True)
-        (root / "users.txt").write_text('"postgres" ""\n"stats" ""\n')
-        (root / "pgbouncer.ini").write_text(f"""[databases]
-exam_results = host=127.0.0.1 port={pg_port} dbname=exam_results
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {pgb_port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {root}/users.txt
-pool_mode = transaction
-stats_users = stats
-logfile = {root}/pgbouncer.log
-pidfile = {root}/pgbouncer.pid
-""")
-        if os.geteuid() == 0:
-            for p in root.iterdir():
-                shutil.chown(p, "postgres")
-        subprocess.run(as_postgres([pgbouncer, "-d", str(root / "pgbouncer.ini")]), check=True,
-                       capture_output=True, timeout=30)
-        wait_for(lambda: subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(pgb_port), "-U", "stats",
-                                         "pgbouncer", "-c", "SHOW POOLS"], capture_output=True).returncode == 0,
-                 20, "PgBouncer")
-        yield {"pg_port": pg_port, "pgb_port": pgb_port}
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"dir": root, **read_env_file(root / "sandbox.env"), **read_env_file(root / "secrets.env")}
     finally:
-        pid_file = root / "pgbouncer.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), 15)
-            except ProcessLookupError:
-                pass
-        subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([str(SANDBOX), "destroy", str(root)], capture_output=True, timeout=120)
 
 
 DATABASE_METRICS = ("cnpg_", "pgbouncer_")
@@ -233,16 +197,16 @@ DATABASE_METRICS = ("cnpg_", "pgbouncer_")
 def test_data_tier_queries_over_postgres_and_pgbouncer_return_data(tmp_path, database):
     require_tool("prometheus")
     require_tool("prometheus-postgres-exporter")
-    env = stack_env(PGBOUNCER_PORT=str(database["pgb_port"]), OBS_PGBOUNCER_USER="stats",
-                    POSTGRES_PRIMARY_PORT=str(database["pg_port"]))
+    env = stack_env(PGBOUNCER_PORT=database["PGBOUNCER_PORT"], POSTGRES_PRIMARY_PORT=database["PRIMARY_PORT"],
+                    SANDBOX_DIR=str(database["dir"]))
     s = Stack(tmp_path / "state", env)
     try:
         s.start()
         # some traffic through the pooler, so pools and counters move
         for _ in range(5):
-            subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(database["pgb_port"]), "-U", "postgres",
+            subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", database["PGBOUNCER_PORT"], "-U", "exam_reader",
                             "exam_results", "-c", "SELECT count(*) FROM student_results"],
-                           check=True, capture_output=True)
+                           check=True, capture_output=True, env=dict(os.environ, PGPASSWORD=database["EXAM_READER_PASSWORD"]))
         wait_for(lambda: query(s.prom, 'pgbouncer_up == 1'), 30, "pgbouncer_up == 1")
         queries = [q for q in generate.panel_queries()
                    if q["scope"] == "local" and any(m in q["expr"] for m in DATABASE_METRICS)]
@@ -256,3 +220,51 @@ def test_data_tier_queries_over_postgres_and_pgbouncer_return_data(tmp_path, dat
         assert {r["metric"]["partition"] for r in sizes} >= {"student_results_2026"}
     finally:
         s.stop()
+
+
+def test_no_secret_reaches_a_log_or_a_command_line_when_connections_fail(tmp_path, database):
+    """The exporters and the migration runner fail to connect (the primary is stopped, the replica
+    never existed); every log they and the servers wrote is searched for every generated secret."""
+    require_tool("prometheus")
+    require_tool("prometheus-postgres-exporter")
+    secrets = {k: v for k, v in read_env_file(database["dir"] / "secrets.env").items()}
+    env = stack_env(PGBOUNCER_PORT=database["PGBOUNCER_PORT"], POSTGRES_PRIMARY_PORT=database["PRIMARY_PORT"],
+                    SANDBOX_DIR=str(database["dir"]))
+    s = Stack(tmp_path / "state", env)
+    try:
+        s.start()
+        pids = s.pids()
+        for pid in pids:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            leaked = [name for name, value in secrets.items() if value in cmdline]
+            assert leaked == [], f"process {pid} carries {leaked} on its command line"
+        subprocess.run([str(SANDBOX), "kill", str(database["dir"]), "primary"], check=True, capture_output=True)
+        exporters = [env["POSTGRES_PRIMARY_EXPORTER_PORT"], env["POSTGRES_REPLICA_EXPORTER_PORT"],
+                     env["PGBOUNCER_EXPORTER_PORT"]]
+        for _ in range(3):  # every scrape is a failing connection attempt
+            for port in exporters:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                    r.read()
+            time.sleep(1)
+        wait_for(lambda: query(s.prom, "cnpg_collector_up == 0"), 30, "the exporters report the database down")
+        migrate_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        migrate_env.update(PGHOST="127.0.0.1", PGPORT=database["PRIMARY_PORT"], PGDATABASE="exam_results",
+                           PGUSER="exam_owner", PGPASSWORD=secrets["EXAM_OWNER_PASSWORD"],
+                           EXAM_APP_PASSWORD=secrets["EXAM_APP_PASSWORD"],
+                           EXAM_READER_PASSWORD=secrets["EXAM_READER_PASSWORD"])
+        migrate = subprocess.run([str(REPO / "sql" / "migrate.sh")], env=migrate_env, capture_output=True, text=True,
+                                 timeout=60)
+        assert migrate.returncode != 0 and "not reachable" in migrate.stderr
+        (tmp_path / "migrate.log").write_text(migrate.stdout + migrate.stderr)
+    finally:
+        s.stop()
+        subprocess.run([str(SANDBOX), "start", str(database["dir"])], capture_output=True, timeout=120)
+
+    logs = [p for root in (database["dir"], tmp_path) for p in root.rglob("*.log") if p.is_file()]
+    assert {p.name for p in logs} >= {"primary.log", "pgbouncer.log", "postgres-exporter-primary.log",
+                                     "postgres-exporter-replica.log", "pgbouncer-exporter.log", "migrate.log"}
+    errors = "".join(p.read_text(errors="replace") for p in logs if "exporter" in p.name)
+    assert "error" in errors.lower(), "the exporters logged no failure: the test proved nothing"
+    found = {f"{p.name}: {name}" for p in logs for name, value in secrets.items()
+             if value in p.read_text(errors="replace")}
+    assert found == set()

@@ -32,7 +32,7 @@ type upstream struct {
 // A go.mod of the repository that requires one of these modules (knative/,
 // crossplane/) sets its version instead, so the version lives in one place.
 var upstreams = []upstream{
-	{module: "knative.dev/serving", version: "v0.46.4", dir: "config/core/300-resources"},
+	{module: "knative.dev/serving", version: "v0.46.6", dir: "config/core/300-resources"},
 	{module: "github.com/cloudnative-pg/cloudnative-pg", version: "v1.29.1", dir: "config/crd/bases"},
 	{module: "github.com/cloudnative-pg/plugin-barman-cloud", version: "v0.13.0", dir: "config/crd/bases"},
 	// Its version: crossplane/go.mod, else xrdcrd/go.mod (the generator's).

@@ -276,6 +276,9 @@ def test_each_function_gets_the_tokens_or_the_rate_limit_its_auth_names(default_
             assert tokens == {"READ_TOKENS"}
             assert env["READ_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "exam-results-read-tokens",
                                                                        "key": "tokens"}
+        elif entry.get("staff") == "read-token":  # public, and staff read unpublished years
+            assert tokens == {"READ_TOKENS"}
+            assert env["RATE_LIMIT_CLIENT_HEADER"]["value"] == "x-forwarded-for"
         else:
             assert tokens == set()
             assert env["RATE_LIMIT_CLIENT_HEADER"]["value"] == "x-forwarded-for"

@@ -14,7 +14,6 @@ generated file for this test only, and the test says so in its output.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
 import shutil
@@ -28,18 +27,16 @@ import pytest
 import chart_support as cs
 
 PASSWORD = 'pa"ss\'w0rd$x'  # a double quote, a single quote and a dollar: exercises the userlist escaping
+APP_USER = "chart_app"  # the chart PgBouncer's login roles here (the sandbox's exam_app and exam_reader
+READER_USER = "chart_reader"  # log in only through the sandbox's own PgBouncer)
+JOB_DB = "chart_job"  # the database the chart's migration Job migrates here
+SANDBOX = cs.REPO / ".ci" / "sandbox.sh"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    assert found, f"{name} not found: install the Debian package postgresql (.ci/apt-knative.txt)"
-    return found[-1]
 
 
 def service_user() -> dict:
@@ -60,7 +57,7 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
-def psql(port, database, sql, *, user="exam_app", password=PASSWORD, check=True):
+def psql(port, database, sql, *, user=APP_USER, password=PASSWORD, check=True):
     env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="3")
     return subprocess.run(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", database, "-c", sql],
                           capture_output=True, text=True, env=env, check=check, timeout=30)
@@ -82,39 +79,55 @@ def workdir():
 
 
 @contextlib.contextmanager
-def running_postgres(workdir, *server_args):
-    """initdb + postgres on 127.0.0.1 and a free port (extra server settings as -c arguments),
-    with the login roles exam_app and exam_reader and the database exam_results; yields the port."""
-    data = workdir / "pgdata"
-    pwfile = workdir / "pwfile"
-    pwfile.write_text("superpass\n")
-    if os.geteuid() == 0:
-        shutil.chown(pwfile, "postgres")
-    subprocess.run([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256", "--pwfile", str(pwfile)],
-                   check=True, capture_output=True, timeout=120, **service_user())
-    port = free_port()
-    log = open(workdir / "postgres.log", "w")
-    proc = subprocess.Popen([pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", *server_args],
-                            stdout=log, stderr=subprocess.STDOUT, **service_user())
+def sandboxed_postgres(root, server_conf: str = ""):
+    """The database sandbox (.ci/sandbox.sh) in `root`, its primary also reading `server_conf`
+    (postgresql.conf lines, e.g. TLS), with the chart's login roles; yields its facts and passwords."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PRIMARY_PORT", "REPLICA_PORT", "PGBOUNCER_PORT")}
+    env.update(SANDBOX_FAST="1", SANDBOX_QUIET="1", SANDBOX_REPLICA="0")
+
+    def start():
+        started = subprocess.run([str(SANDBOX), "start", str(root)], env=env, capture_output=True, text=True,
+                                 timeout=180)
+        assert started.returncode == 0, started.stdout + started.stderr
+
     try:
-        assert wait_for(lambda: psql(port, "postgres", "SELECT 1", user="postgres", password="superpass", check=False).returncode == 0), \
-            (workdir / "postgres.log").read_text()
+        start()
+        if server_conf:  # the sandbox's primary reads its local.conf on every start
+            subprocess.run(["sh", "-c", f"cat > {root / 'primary' / 'local.conf'}"], input=server_conf, text=True,
+                           check=True, **service_user())
+            subprocess.run([str(SANDBOX), "stop", str(root)], env=env, capture_output=True, timeout=120, check=True)
+            start()
+        facts = {}
+        for name in ("sandbox.env", "secrets.env"):
+            facts.update(line.split("=", 1) for line in (root / name).read_text().splitlines()
+                         if "=" in line and not line.startswith("#"))
+        port = int(facts["PRIMARY_PORT"])
+        superuser = {"user": "postgres", "password": facts["POSTGRES_PASSWORD"]}
         escaped = PASSWORD.replace("'", "''")
-        psql(port, "postgres", f"CREATE ROLE exam_app LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
-        psql(port, "postgres", f"CREATE ROLE exam_reader LOGIN PASSWORD '{escaped}'", user="postgres", password="superpass")
-        psql(port, "postgres", "CREATE DATABASE exam_results OWNER exam_app", user="postgres", password="superpass")
-        yield port
+        psql(port, "postgres", f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{escaped}' IN ROLE exam_results_writer",
+             **superuser)
+        psql(port, "postgres", f"CREATE ROLE {READER_USER} LOGIN PASSWORD '{escaped}' IN ROLE exam_results_reader",
+             **superuser)
+        yield facts
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        log.close()
+        subprocess.run([str(SANDBOX), "destroy", str(root)], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
-def postgres(workdir):
-    with running_postgres(workdir) as port:
-        yield port
+def sandbox(workdir):
+    """The database sandbox every live test uses: its facts and passwords."""
+    with sandboxed_postgres(workdir / "sandbox") as facts:
+        yield facts
+
+
+@pytest.fixture(scope="module")
+def postgres(sandbox):
+    """The sandbox's primary, with login roles for the chart's PgBouncer whose password
+    exercises the userlist escaping, and an empty database for the chart's migration Job."""
+    port = int(sandbox["PRIMARY_PORT"])
+    superuser = {"user": "postgres", "password": sandbox["POSTGRES_PASSWORD"]}
+    psql(port, "postgres", f"CREATE DATABASE {JOB_DB} OWNER exam_owner", **superuser)
+    yield port
 
 
 def rendered_script(rendered, configmap, key):
@@ -125,8 +138,8 @@ def write_secret(directory, port, **override):
     """The connection Secret's keys as files, the way a Secret volume mounts them."""
     directory.mkdir(exist_ok=True)
     keys = {"rw-host": "127.0.0.1", "ro-host": "127.0.0.1", "port": str(port), "dbname": "exam_results",
-            "username": "exam_app", "password": PASSWORD, "app-username": "exam_app", "app-password": PASSWORD,
-            "reader-username": "exam_reader", "reader-password": PASSWORD}
+            "username": APP_USER, "password": PASSWORD, "app-username": APP_USER, "app-password": PASSWORD,
+            "reader-username": READER_USER, "reader-password": PASSWORD}
     keys.update(override)
     for key, value in keys.items():
         (directory / key).write_text(value)
@@ -142,36 +155,39 @@ def clean_env(**extra):
     return env
 
 
-def run_migrate(script_path, port, workdir):
-    """migrate.sh as the Job runs it: connection settings only from the mounted Secret."""
-    secret = write_secret(workdir / "db-secret", port)
+def run_migrate(script_path, sandbox, workdir):
+    """migrate.sh as the Job runs it: connection settings only from the mounted Secret (the owner)."""
+    secret = write_secret(workdir / "db-secret", sandbox["PRIMARY_PORT"], dbname=JOB_DB, username="exam_owner",
+                          password=sandbox["EXAM_OWNER_PASSWORD"])
     env = clean_env(DATABASE_SECRET_DIR=str(secret), MIGRATIONS_DIR=str(cs.CHART / "migrations"), TMPDIR=str(workdir))
     return subprocess.run(["sh", str(script_path)], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_migrate_script_applies_sql_migrations_and_is_safe_to_rerun(postgres, workdir):
+def test_migrate_script_applies_sql_migrations_and_is_safe_to_rerun(sandbox, postgres, workdir):
     script = workdir / "migrate.sh"
     script.write_text(rendered_script(cs.render(), "exam-results-migrations", "migrate.sh"))
     files = sorted(p.name for p in (cs.REPO / "sql" / "migrations").glob("*.sql"))
-    first = run_migrate(script, postgres, workdir)
+    first = run_migrate(script, sandbox, workdir)
     assert first.returncode == 0, first.stdout + first.stderr
     for name in files:
         assert f"migrate: applying {name}" in first.stdout
     assert f"migrate: done, {len(files)} file(s) applied" in first.stdout
-    tables = psql(postgres, "exam_results", "SELECT count(*) FROM pg_class WHERE relname = 'student_results'").stdout.strip()
-    assert tables == "1"
-    second = run_migrate(script, postgres, workdir)
+    owner = {"user": "exam_owner", "password": sandbox["EXAM_OWNER_PASSWORD"]}
+    tables = psql(postgres, JOB_DB, "SELECT count(*) FROM pg_class WHERE relname = 'student_results'", **owner)
+    assert tables.stdout.strip() == "1"
+    second = run_migrate(script, sandbox, workdir)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert f"migrate: done, 0 file(s) applied, {len(files)} already applied" in second.stdout
     broken = workdir / "broken"
     broken.mkdir()
     (broken / "0001_bad.sql").write_text("SELECT * FROM no_such_table;\n")
-    env_fail = run_migrate_dir(script, postgres, workdir, broken)
+    env_fail = run_migrate_dir(script, sandbox, workdir, broken)
     assert env_fail.returncode != 0 and "no_such_table" in env_fail.stderr
 
 
-def run_migrate_dir(script, port, workdir, directory):
-    env = clean_env(PGHOST="127.0.0.1", PGPORT=str(port), PGDATABASE="exam_results", PGUSER="exam_app",
-                    PGPASSWORD=PASSWORD, MIGRATIONS_DIR=str(directory), TMPDIR=str(workdir))
+def run_migrate_dir(script, sandbox, workdir, directory):
+    env = clean_env(PGHOST="127.0.0.1", PGPORT=sandbox["PRIMARY_PORT"], PGDATABASE=JOB_DB, PGUSER="exam_owner",
+                    PGPASSWORD=sandbox["EXAM_OWNER_PASSWORD"], MIGRATIONS_DIR=str(directory), TMPDIR=str(workdir))
     return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -182,7 +198,7 @@ def test_migrate_script_names_a_missing_secret_key(workdir):
     write_secret(secret, 5432)
     (secret / "password").unlink()
     result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30,
-                            env=clean_env(DATABASE_SECRET_DIR=str(secret)))
+                            env=clean_env(DATABASE_SECRET_DIR=str(secret), DATABASE_SECRET_NAME="exam-results-db"))
     assert result.returncode == 1
     assert f"PGPASSWORD is not set and {secret}/password is missing or empty (Secret exam-results-db)" in result.stderr
 
@@ -203,7 +219,7 @@ def pgbouncer_version() -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def pgbouncer(postgres, workdir):
     port = free_port()
-    # this PostgreSQL serves no TLS (test_pgbouncer_tls.py covers verify-full)
+    # the sandbox serves no TLS (test_tls_live.py covers verify-full)
     rendered = cs.render(sets=(f"pgbouncer.port={port}", "database.tls.sslmode=disable"))
     script = workdir / "render-config.sh"
     script.write_text(rendered_script(rendered, "pgbouncer-config", "render-config.sh"))
@@ -238,8 +254,8 @@ def test_render_config_writes_a_private_userlist_with_escaped_quotes(pgbouncer):
     userlist = runtime / "userlist.txt"
     assert oct(userlist.stat().st_mode & 0o777) == "0o600"
     app, reader, exporter = userlist.read_text().splitlines()
-    assert app == '"exam_app" "pa""ss\'w0rd$x"'
-    assert reader == '"exam_reader" "pa""ss\'w0rd$x"'
+    assert app == f'"{APP_USER}" "pa""ss\'w0rd$x"'
+    assert reader == f'"{READER_USER}" "pa""ss\'w0rd$x"'
     assert re.fullmatch(r'"pgbouncer_exporter" "[0-9a-f]{48}"', exporter)
     pgpass = runtime / "exporter.pgpass"
     assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
@@ -275,7 +291,7 @@ def test_the_exporter_logs_in_with_its_password_file_and_only_it_reads_the_conso
 def test_sigint_lets_an_in_flight_transaction_finish_then_exits(pgbouncer):
     port, proc, _ = pgbouncer
     env = dict(os.environ, PGPASSWORD=PASSWORD)
-    slow = subprocess.Popen(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(port), "-U", "exam_app", "-d", "exam_results",
+    slow = subprocess.Popen(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(port), "-U", APP_USER, "-d", "exam_results",
                              "-c", "BEGIN; SELECT pg_sleep(1.5); SELECT 'finished'; COMMIT;"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(0.5)

@@ -14,6 +14,22 @@ def test_chart_links_the_lead_owned_sql_migrations():
     assert sorted(p.name for p in link.glob("*.sql")) == sorted(p.name for p in (cs.REPO / "sql" / "migrations").glob("*.sql"))
 
 
+def test_chart_links_the_one_migration_runner():
+    link = cs.CHART / "migrate.sh"
+    assert link.is_symlink() and os.readlink(link) == "../../sql/migrate.sh"
+
+
+def test_configmap_carries_the_runner_verbatim_and_the_job_runs_it(default_render):
+    data = default_render.one("ConfigMap", "exam-results-migrations")["data"]
+    assert data["migrate.sh"] == (cs.REPO / "sql" / "migrate.sh").read_text()
+    container = default_render.one("Job", "exam-results-migrations")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "/migrations/migrate.sh"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MIGRATIONS_DIR"] == "/migrations"
+    assert env["DATABASE_SECRET_DIR"] == "/etc/exam-results-db"
+    assert env["DATABASE_SECRET_NAME"] == "exam-results-db"
+
+
 def test_configmap_carries_every_migration_verbatim(default_render):
     data = default_render.one("ConfigMap", "exam-results-migrations")["data"]
     files = sorted((cs.REPO / "sql" / "migrations").glob("*.sql"))

@@ -11,8 +11,8 @@ import yaml
 
 import chart_support as cs
 
-NEW = {"name": "year-statistics", "key": "yearStatistics", "access": "read", "auth": "public", "method": "GET",
-       "route": "/results/{exam_year}/statistics", "port": 8086}
+NEW = {"name": "year-summary", "key": "yearSummary", "access": "read", "auth": "public", "method": "GET",
+       "route": "/summaries/{exam_year}", "port": 8098}
 
 
 def _render_with(tmp_path, entry: dict) -> list[dict]:
@@ -33,22 +33,22 @@ def _named(objects, kind, name):
 
 def test_a_function_only_in_the_manifest_gets_a_knative_service_with_its_access_defaults(tmp_path):
     objects = _render_with(tmp_path, NEW)
-    [ksvc] = [o for o in _named(objects, "Service", "year-statistics") if o["apiVersion"].startswith("serving")]
+    [ksvc] = [o for o in _named(objects, "Service", "year-summary") if o["apiVersion"].startswith("serving")]
     read = cs.chart_defaults()["newFunctionDefaults"]["read"]
     annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/max-scale"] == str(read["autoscaling"]["maxScale"])
     assert ksvc["spec"]["template"]["spec"]["containerConcurrency"] == read["containerConcurrency"]
     env = cs.env_map(cs.ksvc_container(ksvc))
     assert "READ_FALLBACK_DATABASE_URL" in env, sorted(env)
-    assert _named(objects, "ServiceAccount", "year-statistics")
-    assert _named(objects, "Pod", "year-statistics-test")
+    assert _named(objects, "ServiceAccount", "year-summary")
+    assert _named(objects, "Pod", "year-summary-test")
 
 
 def test_a_new_write_function_gets_the_write_defaults(tmp_path):
-    entry = dict(NEW, name="set-publication", key="setPublication", access="write", auth="write-token",
-                 method="PUT", route="/publications/{exam_year}", port=8087)
+    entry = dict(NEW, name="approve-result", key="approveResult", access="write", auth="write-token",
+                 method="PUT", route="/approvals/{exam_year}", port=8099)
     objects = _render_with(tmp_path, entry)
-    [ksvc] = [o for o in _named(objects, "Service", "set-publication") if o["apiVersion"].startswith("serving")]
+    [ksvc] = [o for o in _named(objects, "Service", "approve-result") if o["apiVersion"].startswith("serving")]
     write = cs.chart_defaults()["newFunctionDefaults"]["write"]
     annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/max-scale"] == str(write["autoscaling"]["maxScale"])

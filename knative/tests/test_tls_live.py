@@ -20,8 +20,8 @@ import tempfile
 import pytest
 
 import chart_support as cs
-from test_live_database import (PASSWORD, clean_env, free_port, pgbouncer_bin, pgbouncer_version, psql, rendered_script,
-                                running_postgres, service_user, wait_for, write_secret)
+from test_live_database import (APP_USER, PASSWORD, clean_env, free_port, pgbouncer_bin, pgbouncer_version, psql, rendered_script,
+                                sandboxed_postgres, service_user, wait_for, write_secret)
 
 
 def openssl(*args, cwd):
@@ -65,9 +65,9 @@ def tls_postgres(tls):
     _, _, certs = tls
     workdir = private_dir("exam-results-tls-pg-")
     try:
-        with running_postgres(workdir, "-c", "ssl=on", "-c", f"ssl_cert_file={certs / 'server.crt'}",
-                              "-c", f"ssl_key_file={certs / 'server.key'}") as port:
-            yield port, workdir
+        tls_conf = f"ssl = on\nssl_cert_file = '{certs / 'server.crt'}'\nssl_key_file = '{certs / 'server.key'}'\n"
+        with sandboxed_postgres(workdir / "sandbox", tls_conf) as facts:
+            yield int(facts["PRIMARY_PORT"]), workdir
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -127,7 +127,7 @@ def test_the_migration_jobs_libpq_settings_verify_the_server(tls, tls_postgres, 
     assert env["PGSSLMODE"] == "verify-full"
     pg_port, _ = tls_postgres
     ca_file = tls[0] if ca == "ca" else tls[1]
-    result = subprocess.run(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "exam_app", "-d", "exam_results",
+    result = subprocess.run(["psql", "-X", "-Atq", "-h", "127.0.0.1", "-p", str(pg_port), "-U", APP_USER, "-d", "exam_results",
                              "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
                             env=clean_env(PGPASSWORD=PASSWORD, PGSSLMODE=env["PGSSLMODE"], PGSSLROOTCERT=str(ca_file)),
                             capture_output=True, text=True, timeout=30)

@@ -12,7 +12,7 @@
 #
 # When PGUSER is not set the scripts use the local stack's roles and read
 # their passwords from .local/secrets.env (written by `make up`): the table
-# owner `exam_app` for table work, the superuser `postgres` for admin work.
+# owner `exam_owner` for table work, the superuser `postgres` for admin work.
 # shellcheck shell=bash
 
 OPS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,7 +21,7 @@ STATE_DIR="${STATE_DIR:-$OPS_ROOT/.local}"
 die() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 2; }
 say() { printf '%s\n' "$*"; }
 
-# Reads POSTGRES_PASSWORD / EXAM_APP_PASSWORD from the local stack, if present.
+# Reads POSTGRES_PASSWORD / EXAM_OWNER_PASSWORD from the local stack, if present.
 _ops_local_secrets() {
   if [ -r "$STATE_DIR/secrets.env" ]; then
     # shellcheck disable=SC1091
@@ -38,16 +38,16 @@ ops_env() {
   export REPLICA_PGPORT="${REPLICA_PGPORT:-55433}"
   if [ -z "${PGUSER:-}" ]; then
     _ops_local_secrets
-    export PGUSER=exam_app
-    export PGPASSWORD="${PGPASSWORD:-${EXAM_APP_PASSWORD:-}}"
+    export PGUSER=exam_owner
+    export PGPASSWORD="${PGPASSWORD:-${EXAM_OWNER_PASSWORD:-}}"
     export ADMIN_PGUSER="${ADMIN_PGUSER:-postgres}"
     export ADMIN_PGPASSWORD="${ADMIN_PGPASSWORD:-${POSTGRES_PASSWORD:-}}"
   else
     export ADMIN_PGUSER="${ADMIN_PGUSER:-$PGUSER}"
     export ADMIN_PGPASSWORD="${ADMIN_PGPASSWORD:-${PGPASSWORD:-}}"
   fi
-  # Operations are not requests: lift any role-level statement timeout
-  # (the local exam_app role has 5s), keep quiet about NOTICEs.
+  # Operations are not requests: lift any statement timeout, keep quiet
+  # about NOTICEs.
   export PGOPTIONS="${PGOPTIONS:--c statement_timeout=0 -c client_min_messages=warning}"
   export PGAPPNAME="${PGAPPNAME:-exam-results-ops}"
   command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"

@@ -134,6 +134,9 @@ SELECT format('load-csv: %s -> %s', :'file', :'partition') AS line1,
 \else
   INSERT INTO :"partition" (roll_number, exam_year, marks)
   SELECT roll, :year, mark FROM csv_checked ORDER BY roll;
+  -- Rows written straight into a partition bypass the parent's statistics
+  -- trigger (sql/migrations/0007_publications.sql): recount the year.
+  SELECT refresh_result_mark_counts(:year) AS counted \gset
   SELECT format('  loaded:          %s rows, committed in one transaction', :total) AS line4,
          format('  %s now holds %s rows', :'partition', (SELECT count(*) FROM :"partition")) AS line5 \gset
   \echo :line4

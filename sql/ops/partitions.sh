@@ -5,6 +5,7 @@
 #   sql/ops/partitions.sh detach YEAR [--drop] detach it CONCURRENTLY, archive it with pg_dump
 #                                              to $ARCHIVE_DIR, and with --drop drop the table
 #   sql/ops/partitions.sh list                 partitions with their row counts and sizes
+#   sql/ops/partitions.sh purge-keys           delete expired idempotency keys (upkeep)
 #
 # ARCHIVE_DIR defaults to .local/archive. Connection settings: see lib.sh.
 set -euo pipefail
@@ -14,7 +15,7 @@ ops_env
 ARCHIVE_DIR="${ARCHIVE_DIR:-$STATE_DIR/archive}"
 umask 077  # archives hold every result of a year
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # attach state of student_results_YEAR: attached | pending | detached | missing
 state_of() {
@@ -87,9 +88,14 @@ list() {
     WHERE i.inhparent = 'student_results'::regclass ORDER BY c.relname"
 }
 
+purge_keys() {
+  say "purged $(q -c "SELECT purge_expired_idempotency_keys()") expired idempotency keys"
+}
+
 case "${1:-}" in
   ensure) [ $# -eq 2 ] || usage; ensure "$2" ;;
   detach) [ $# -ge 2 ] && [ $# -le 3 ] || usage; [ $# -eq 2 ] || [ "$3" = --drop ] || usage; detach "$2" "${3:-}" ;;
   list) list ;;
+  purge-keys) [ $# -eq 1 ] || usage; purge_keys ;;
   *) usage ;;
 esac

@@ -1,51 +1,39 @@
-"""A throwaway PostgreSQL for the sql/ops tests.
+"""The database sandbox (.ci/sandbox.sh) for the sql/ tests.
 
-One server per test session: initdb in a temporary directory, listening on a
-free 127.0.0.1 port, run as the `postgres` OS user (via runuser) when the
-tests run as root. Each test gets its own fresh database with the project's
-migrations applied, and an environment (PGHOST/PGPORT/PGUSER/PGPASSWORD/
+One sandbox per test session: PostgreSQL on a free 127.0.0.1 port with the
+production roles, started by the same script `make up` uses. Each test gets
+its own fresh database, owned by exam_owner with sql/migrations applied by
+sql/migrate.sh, and an environment (PGHOST/PGPORT/PGUSER/PGPASSWORD/
 PGDATABASE, ARCHIVE_DIR, BACKUP_DIR) that points the sql/ops scripts at it.
 Nothing here touches .local/ or the local stack's ports.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pathlib
-import secrets
-import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OPS = REPO / "sql" / "ops"
-MIGRATIONS = sorted((REPO / "sql" / "migrations").glob("*.sql"))
+SANDBOX = REPO / ".ci" / "sandbox.sh"
+MIGRATE = REPO / "sql" / "migrate.sh"
 SUPERUSER = "postgres"
+OWNER_ROLE = "exam_owner"
 APP_ROLE = "exam_app"
+READER_ROLE = "exam_reader"
+
+
+def read_env_file(path: pathlib.Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
 
 
 def pg_bindir() -> pathlib.Path:
-    if os.environ.get("PG_BIN"):
-        return pathlib.Path(os.environ["PG_BIN"])
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[4]))
-    if dirs:
-        return pathlib.Path(dirs[-1])
-    initdb = shutil.which("initdb")
-    if initdb:
-        return pathlib.Path(initdb).parent
-    pytest.exit("PostgreSQL server binaries not found (apt-get install postgresql)", returncode=2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return pathlib.Path(SANDBOX_FACTS["PG_BIN"])
 
 
 def as_pg(cmd: list[str]) -> list[str]:
@@ -55,21 +43,42 @@ def as_pg(cmd: list[str]) -> list[str]:
     return cmd
 
 
-class Server:
-    """A running throwaway PostgreSQL and helpers to talk to it."""
+def free_port() -> int:
+    import socket
 
-    def __init__(self, root: pathlib.Path, port: int, password: str):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SANDBOX_FACTS: dict[str, str] = {}
+
+
+class Server:
+    """The running sandbox and helpers to talk to it (as the superuser unless told)."""
+
+    def __init__(self, root: pathlib.Path):
         self.root = root
-        self.port = port
-        self.password = password
+        self.facts = read_env_file(root / "sandbox.env")
+        self.secrets = read_env_file(root / "secrets.env")
+        SANDBOX_FACTS.update(self.facts)
+        self.port = int(self.facts["PRIMARY_PORT"])
+        self.bouncer_port = int(self.facts["PGBOUNCER_PORT"])
+        self.password = self.secrets["POSTGRES_PASSWORD"]
+
+    def password_of(self, role: str) -> str:
+        return self.secrets[{SUPERUSER: "POSTGRES_PASSWORD", OWNER_ROLE: "EXAM_OWNER_PASSWORD",
+                             APP_ROLE: "EXAM_APP_PASSWORD", READER_ROLE: "EXAM_READER_PASSWORD",
+                             "replicator": "REPLICATOR_PASSWORD"}[role]]
 
     def env(self, database: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        user = extra.get("PGUSER", SUPERUSER)
         env.update(
             PGHOST="127.0.0.1",
             PGPORT=str(self.port),
-            PGUSER=SUPERUSER,
-            PGPASSWORD=self.password,
+            PGUSER=user,
+            PGPASSWORD=self.password_of(user) if user in (SUPERUSER, OWNER_ROLE, APP_ROLE, READER_ROLE) else "",
             PGDATABASE=database,
             PGCONNECT_TIMEOUT="5",
             STATE_DIR=str(self.root / "state"),
@@ -77,10 +86,14 @@ class Server:
         env.update(extra)
         return env
 
-    def psql(self, database: str, sql: str, check: bool = True) -> subprocess.CompletedProcess:
+    def bouncer_env(self, database: str, role: str) -> dict[str, str]:
+        """Through PgBouncer as one of the functions' roles."""
+        return self.env(database, PGUSER=role, PGPORT=str(self.bouncer_port), PGPASSWORD=self.password_of(role))
+
+    def psql(self, database: str, sql: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            env=self.env(database), capture_output=True, text=True, check=check,
+            env={**self.env(database), **env}, capture_output=True, text=True, check=check,
         )
 
     def query(self, database: str, sql: str) -> list[list[str]]:
@@ -90,71 +103,47 @@ class Server:
     def scalar(self, database: str, sql: str) -> str:
         return self.psql(database, sql).stdout.strip()
 
+    def migrate(self, database: str, **env: str) -> subprocess.CompletedProcess:
+        """sql/migrate.sh as the owner, the way make up and the chart's Job run it."""
+        return subprocess.run([str(MIGRATE)], env=self.env(database, PGUSER=OWNER_ROLE, **env),
+                              capture_output=True, text=True, timeout=120)
+
 
 @pytest.fixture(scope="session")
 def server():
-    bindir = pg_bindir()
-    root = pathlib.Path(tempfile.mkdtemp(prefix="exam-results-sqltests-"))
-    os.chmod(root, 0o755)
-    data = root / "data"
-    password = secrets.token_urlsafe(16)
-    pwfile = root / "pwfile"
-    pwfile.write_text(password + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
-    subprocess.run(
-        as_pg([str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}",
-               "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync"]),
-        check=True, capture_output=True,
-    )
-    pwfile.unlink()
-    port = free_port()
-    with open(data / "postgresql.conf", "a") as conf:
-        conf.write(
-            f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n"
-            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-            "shared_buffers = 64MB\nmax_connections = 40\n"
-        )
-    log = root / "server.log"
-    subprocess.run(
-        as_pg([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]),
-        check=True, capture_output=True,
-    )
-    srv = Server(root, port, password)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="er-sql-"))
+    env = dict(os.environ, SANDBOX_FAST="1", SANDBOX_QUIET="1")
+    for var in ("PRIMARY_PORT", "REPLICA_PORT", "PGBOUNCER_PORT", "SANDBOX_REPLICA"):
+        env.pop(var, None)
+    started = subprocess.run([str(SANDBOX), "start", str(root)], env=env, capture_output=True, text=True, timeout=180)
     try:
-        srv.psql("postgres", f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{password}'")
-        yield srv
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield Server(root)
     finally:
-        subprocess.run(as_pg([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([str(SANDBOX), "destroy", str(root)], capture_output=True, timeout=120)
 
 
-def migrate(srv: Server, database: str) -> None:
-    for migration in MIGRATIONS:
-        subprocess.run(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(migration)],
-            env=srv.env(database, PGUSER=APP_ROLE, PGOPTIONS="-c client_min_messages=warning"),
-            check=True, capture_output=True, text=True,
-        )
+def create_database(srv: Server, migrated: bool) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    srv.psql("postgres", f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+    if migrated:
+        result = srv.migrate(name)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return name
 
 
 @pytest.fixture
 def database(server):
-    """A fresh database owned by exam_app with sql/migrations applied."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    server.psql("postgres", f"CREATE DATABASE {name} OWNER {APP_ROLE}")
-    migrate(server, name)
+    """A fresh database owned by exam_owner with sql/migrations applied."""
+    name = create_database(server, migrated=True)
     yield name
     server.psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
 
 
 @pytest.fixture
 def empty_database(server):
-    """A fresh database owned by exam_app with nothing in it."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    server.psql("postgres", f"CREATE DATABASE {name} OWNER {APP_ROLE}")
+    """A fresh database owned by exam_owner with nothing in it."""
+    name = create_database(server, migrated=False)
     yield name
     server.psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
 
@@ -167,7 +156,7 @@ def run_op(server, tmp_path):
     def run(script: str, *args: str, database: str, **env: str) -> subprocess.CompletedProcess:
         full_env = server.env(
             database,
-            PGUSER=APP_ROLE,
+            PGUSER=OWNER_ROLE,
             ADMIN_PGUSER=SUPERUSER,
             ADMIN_PGPASSWORD=server.password,
             ARCHIVE_DIR=str(tmp_path / "archive"),
@@ -199,5 +188,5 @@ def seed(srv: Server, database: str, rows: int, first_year: int = 2021, years: i
     subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"rows={rows}", "-v", f"first_year={first_year}",
          "-v", f"years={years}", "-f", str(REPO / "sql" / "seed.sql")],
-        env=srv.env(database, PGUSER=APP_ROLE), check=True, capture_output=True, text=True,
+        env=srv.env(database, PGUSER=OWNER_ROLE), check=True, capture_output=True, text=True,
     )

@@ -4,7 +4,7 @@ import re
 import subprocess
 import threading
 
-from conftest import census, seed
+from conftest import OWNER_ROLE, census, seed
 
 
 def backup(run_op, database):
@@ -78,7 +78,7 @@ def test_the_backup_is_one_consistent_snapshot_while_writes_continue(server, dat
 
     def writer():
         n = 0
-        env = server.env(database, PGUSER="exam_app")
+        env = server.env(database, PGUSER=OWNER_ROLE)
         while not stop.is_set():
             n += 1
             subprocess.run(["psql", "-X", "-q", "-c",

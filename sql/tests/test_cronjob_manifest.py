@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from conftest import APP_ROLE, REPO
+from conftest import OWNER_ROLE, REPO
 
 def documents():
     """The CronJob's objects from the chart rendered with its defaults."""
@@ -63,7 +63,7 @@ def run_job_script(server, database, tmp_path, lead_years="1"):
     secret = tmp_path / "secret"
     secret.mkdir(exist_ok=True)
     for key, value in {"rw-host": "127.0.0.1", "port": str(server.port), "dbname": database,
-                       "username": APP_ROLE, "password": server.password}.items():
+                       "username": OWNER_ROLE, "password": server.password_of(OWNER_ROLE)}.items():
         (secret / key).write_text(value)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({e["name"]: e["value"] for e in container["env"]})

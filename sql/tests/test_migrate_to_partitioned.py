@@ -3,7 +3,7 @@
 import subprocess
 import time
 
-from conftest import APP_ROLE, census
+from conftest import OWNER_ROLE, census
 
 LEGACY = """
 CREATE TABLE student_results (
@@ -37,7 +37,7 @@ def relkind(server, database, name="student_results"):
 
 
 def make_legacy(server, database):
-    server.psql(database, f"SET ROLE {APP_ROLE};" + LEGACY)
+    server.psql(database, f"SET ROLE {OWNER_ROLE};" + LEGACY)
 
 
 def test_migration_moves_every_row_into_year_partitions_and_keeps_the_old_table(server, empty_database, run_op):
@@ -65,7 +65,7 @@ def test_migration_moves_every_row_into_year_partitions_and_keeps_the_old_table(
     assert server.scalar(db, "SELECT ensure_exam_year_partition(2030)") == "student_results_2030"
     assert server.scalar(db, "SELECT has_table_privilege('results_reader', 'student_results', 'SELECT')") == "t"
     assert server.scalar(db, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'student_results'::regclass") \
-        == APP_ROLE
+        == OWNER_ROLE
     assert "student_results_2028" in result.stdout  # migrations added the supported years
     server.psql(db, "DROP TABLE student_results_unpartitioned; DROP OWNED BY results_reader; DROP ROLE results_reader")
 
@@ -102,7 +102,7 @@ def test_a_row_that_breaks_a_constraint_aborts_the_migration_and_changes_nothing
 
 def test_duplicate_keys_in_the_old_table_abort_the_migration(server, empty_database, run_op):
     db = empty_database
-    server.psql(db, f"SET ROLE {APP_ROLE}; CREATE TABLE student_results (roll_number bigint, marks int, exam_year int);"
+    server.psql(db, f"SET ROLE {OWNER_ROLE}; CREATE TABLE student_results (roll_number bigint, marks int, exam_year int);"
                     "INSERT INTO student_results VALUES (5, 10, 2020), (5, 11, 2020), (6, 12, 2021)")
     result = run_op("migrate-to-partitioned.sh", database=db)
     assert result.returncode != 0

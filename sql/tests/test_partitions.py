@@ -4,7 +4,7 @@ import pathlib
 import subprocess
 import time
 
-from conftest import census, seed
+from conftest import OWNER_ROLE, census, seed
 
 
 def partitions(server, database):
@@ -38,7 +38,7 @@ def test_ensure_created_partition_is_owned_by_the_table_owner_and_has_the_primar
         SELECT pg_get_userbyid(c.relowner),
                (SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = c.oid AND indisprimary)
         FROM pg_class c WHERE relname = 'student_results_2040'""")[0]
-    assert owner == "exam_app"
+    assert owner == OWNER_ROLE
     assert "UNIQUE INDEX" in pk and "(exam_year, roll_number)" in pk
 
 
@@ -53,7 +53,7 @@ def test_ensure_rejects_years_outside_the_supported_range_and_bad_input(server, 
 def test_concurrent_ensure_calls_create_the_partition_exactly_once_and_all_succeed(server, database, run_op):
     script = str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh")
     for year in (2050, 2051, 2052):
-        procs = [subprocess.Popen([script, "ensure", str(year)], env=server.env(database, PGUSER="exam_app"),
+        procs = [subprocess.Popen([script, "ensure", str(year)], env=server.env(database, PGUSER=OWNER_ROLE),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(8)]
         results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
@@ -98,7 +98,7 @@ def test_detach_with_drop_archives_then_drops_and_the_archive_restores_the_year(
     # Bring the year back from the archive and re-attach it: every row returns.
     dump = next((tmp_path / "archive").glob("student_results_2019-*.dump"))
     subprocess.run(["pg_restore", "--exit-on-error", "-d", database, str(dump)],
-                   env=server.env(database, PGUSER="exam_app"), check=True, capture_output=True)
+                   env=server.env(database, PGUSER=OWNER_ROLE), check=True, capture_output=True)
     server.psql(database, "ALTER TABLE student_results ATTACH PARTITION student_results_2019 FOR VALUES IN (2019)")
     assert census(server, database) == before
 
@@ -138,7 +138,7 @@ def test_detach_of_a_missing_year_fails_and_changes_nothing(server, database, ru
 
 def test_ensure_waiting_on_an_uncommitted_creator_returns_the_partition_instead_of_failing(server, database):
     """Caller B runs while caller A has created the partition but not committed yet."""
-    env = server.env(database, PGUSER="exam_app")
+    env = server.env(database, PGUSER=OWNER_ROLE)
     a = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     a.stdin.write("BEGIN; SELECT ensure_exam_year_partition(2060);\n")
@@ -167,7 +167,7 @@ def _hold_open_reader(server, database):
     """A session inside a transaction that has read student_results (like a slow request)."""
     reader = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=server.env(database, PGUSER="exam_app"))
+                              env=server.env(database, PGUSER=OWNER_ROLE))
     reader.stdin.write("BEGIN; SELECT count(*) FROM student_results; SELECT pg_sleep(30);\n")
     reader.stdin.flush()
     for _ in range(100):
@@ -201,7 +201,7 @@ def test_detach_concurrently_waits_for_a_slow_reader_without_blocking_other_read
     seed(server, database, rows=3000, first_year=2019, years=3)
     reader = _hold_open_reader(server, database)
     detach = subprocess.Popen([str(pathlib.Path(__file__).parents[1] / "ops" / "partitions.sh"), "detach", "2019"],
-                              env=server.env(database, PGUSER="exam_app", ARCHIVE_DIR=str(server.root / "arch")),
+                              env=server.env(database, PGUSER=OWNER_ROLE, ARCHIVE_DIR=str(server.root / "arch")),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_until_blocked(server, database, "DETACH PARTITION")
@@ -226,7 +226,7 @@ def test_a_plain_detach_would_block_every_reader_which_is_why_the_script_uses_co
     seed(server, database, rows=3000, first_year=2019, years=3)
     reader = _hold_open_reader(server, database)
     plain = subprocess.Popen(["psql", "-X", "-q", "-c", "ALTER TABLE student_results DETACH PARTITION student_results_2019"],
-                             env=server.env(database, PGUSER="exam_app"), stdout=subprocess.PIPE,
+                             env=server.env(database, PGUSER=OWNER_ROLE), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         _wait_until_blocked(server, database, "DETACH PARTITION")

@@ -17,14 +17,27 @@ def make_standby(server):
     started = []
 
     def make(extra_conf: str = "") -> int:
-        data = server.root / f"standby-{os.getpid()}-{time.monotonic_ns()}"
+        parent = server.root / "standbys"
+        parent.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(parent, "postgres", "postgres")
+        data = parent / f"standby-{os.getpid()}-{time.monotonic_ns()}"
         port = free_port()
-        subprocess.run(as_pg(["env", f"PGPASSWORD={server.password}", str(bindir / "pg_basebackup"),
-                              "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+        # No commit may land while the copy is taken: commits replayed before
+        # the standby is consistent skip recovery_min_apply_delay. Autovacuum's
+        # are the only ones here; pause it for the copy.
+        server.psql("postgres", "ALTER SYSTEM SET autovacuum = off")
+        server.psql("postgres", "SELECT pg_reload_conf()")
+        # The sandbox's replication role; its password through the environment only.
+        subprocess.run(as_pg([str(bindir / "pg_basebackup"),
+                              "-h", "127.0.0.1", "-p", str(server.port), "-U", "replicator",
                               "-D", str(data), "-R", "-X", "stream", "-c", "fast", "--no-sync"]),
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=dict(os.environ, PGPASSWORD=server.password_of("replicator")))
+        server.psql("postgres", "ALTER SYSTEM RESET autovacuum")
+        server.psql("postgres", "SELECT pg_reload_conf()")
         with open(data / "postgresql.conf", "a") as conf:
             conf.write(f"port = {port}\n{extra_conf}\n")
+        (data / "sandbox.conf").unlink(missing_ok=True)  # the sandbox primary's own settings
         subprocess.run(as_pg([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "start"]),
                        check=True, capture_output=True)
         started.append(data)

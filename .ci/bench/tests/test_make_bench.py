@@ -24,7 +24,8 @@ import pytest
 BENCH_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH_DIR))
 
-import bench  # noqa: E402
+from bench import cpu, loadgen, report, runner, settings, stack, stats  # noqa: E402
+from bench.scenarios import point, cold, sweep  # noqa: E402
 import update_doc  # noqa: E402
 
 WRK_SAMPLE = (
@@ -55,7 +56,7 @@ tps = 3456.789 (without initial connection time)
 
 
 def test_parse_wrk_converts_microseconds_to_ms_and_sums_every_error_kind():
-    result = bench.parse_wrk(WRK_SAMPLE)
+    result = loadgen.parse_wrk(WRK_SAMPLE)
     assert result["requests"] == 12000
     assert result["rps"] == pytest.approx(6000.0)
     assert result["p50_ms"] == pytest.approx(4.0)
@@ -66,14 +67,14 @@ def test_parse_wrk_converts_microseconds_to_ms_and_sums_every_error_kind():
 
 def test_parse_wrk_fails_loudly_without_the_summary_line():
     with pytest.raises(ValueError, match="BENCH_JSON"):
-        bench.parse_wrk("Requests/sec: 100\n")
+        loadgen.parse_wrk("Requests/sec: 100\n")
 
 
 def test_parse_pgbench_takes_percentiles_from_the_transaction_log():
     # 100 transactions of 1..100 ms (microseconds in the log), and one failure.
     log = [f"{i % 4} {i} {(i + 1) * 1000} 0 1700000000 {i}" for i in range(100)]
     log.append("2 100 failed 0 1700000001 5")
-    result = bench.parse_pgbench(PGBENCH_SAMPLE, log)
+    result = loadgen.parse_pgbench(PGBENCH_SAMPLE, log)
     assert result["rps"] == pytest.approx(3456.789)
     assert result["requests"] == 1000
     assert result["p50_ms"] == pytest.approx(50.0)
@@ -86,21 +87,21 @@ def test_parse_pgbench_takes_percentiles_from_the_transaction_log():
 def test_parse_pgbench_counts_an_aborted_run_as_an_error():
     out = PGBENCH_SAMPLE.replace("number of failed transactions: 3 (0.300%)\n", "") + \
         "pgbench: error: Run was aborted; the above results are incomplete.\n"
-    assert bench.parse_pgbench(out, [])["errors"] == 1
+    assert loadgen.parse_pgbench(out, [])["errors"] == 1
 
 
 def test_parse_pgbench_rejects_output_without_a_tps_line():
     with pytest.raises(ValueError):
-        bench.parse_pgbench("connection to server failed\n", [])
+        loadgen.parse_pgbench("connection to server failed\n", [])
 
 
 def test_percentile_is_nearest_rank():
     values = list(range(1, 11))
-    assert bench.percentile(values, 50) == 5
-    assert bench.percentile(values, 90) == 9
-    assert bench.percentile(values, 99) == 10
-    assert bench.percentile([7.0], 99) == 7.0
-    assert str(bench.percentile([], 50)) == "nan"
+    assert stats.percentile(values, 50) == 5
+    assert stats.percentile(values, 90) == 9
+    assert stats.percentile(values, 99) == 10
+    assert stats.percentile([7.0], 99) == 7.0
+    assert str(stats.percentile([], 50)) == "nan"
 
 
 # ---------------------------------------------------------------- recommendations
@@ -113,13 +114,13 @@ def sweep_points(rows):
 def test_knee_is_the_smallest_concurrency_reaching_ninety_percent_of_peak():
     points = sweep_points([(1, 1000, 1, 0), (4, 3000, 2, 0), (16, 5500, 5, 0), (64, 6000, 20, 0),
                            (256, 5800, 90, 0)])
-    assert bench.knee(points)["concurrency"] == 16
+    assert stats.knee(points)["concurrency"] == 16
 
 
 def test_recommend_caps_container_concurrency_by_the_p99_budget_and_errors():
     points = sweep_points([(1, 1000, 1, 0), (4, 3000, 2, 0), (16, 5500, 5, 0), (64, 6000, 20, 0),
                            (128, 5900, 40, 3), (256, 5800, 90, 0)])
-    rec = bench.recommend(points, p99_budget_ms=50)
+    rec = stats.recommend(points, p99_budget_ms=50)
     assert rec["target"] == 16
     # 128 has errors, 256 breaks the budget: 64 is the largest acceptable
     assert rec["container_concurrency"] == 64
@@ -128,7 +129,7 @@ def test_recommend_caps_container_concurrency_by_the_p99_budget_and_errors():
 
 def test_recommend_keeps_container_concurrency_at_least_twice_the_target():
     points = sweep_points([(1, 100, 1, 0), (2, 950, 200, 0), (4, 1000, 300, 0)])
-    rec = bench.recommend(points, p99_budget_ms=50)
+    rec = stats.recommend(points, p99_budget_ms=50)
     assert rec["target"] == 2
     assert rec["container_concurrency"] == 4
 
@@ -136,15 +137,15 @@ def test_recommend_keeps_container_concurrency_at_least_twice_the_target():
 def test_best_pool_prefers_the_smallest_pool_within_ten_percent():
     points = [{"pool": 4, "rps": 5000}, {"pool": 8, "rps": 5500}, {"pool": 16, "rps": 6000},
               {"pool": 32, "rps": 5900}]
-    assert bench.best_pool(points)["pool"] == 8
-    assert bench.best_pool(points, share=0.95)["pool"] == 16
+    assert stats.best_pool(points)["pool"] == 8
+    assert stats.best_pool(points, share=0.95)["pool"] == 16
 
 
 # ---------------------------------------------------------------- markdown and settings
 
 
 def test_table_right_aligns_numeric_columns_and_formats_by_magnitude():
-    md = bench.table(["name", "rps", "p99 ms", "ratio"], [["a", 12345.6, 0.456, "0.71"], ["b", 99.0, None, "-"]])
+    md = report.table(["name", "rps", "p99 ms", "ratio"], [["a", 12345.6, 0.456, "0.71"], ["b", 99.0, None, "-"]])
     lines = md.splitlines()
     assert lines[1] == "|---|---:|---:|---:|"
     assert lines[2] == "| a | 12,346 | 0.46 | 0.71 |"
@@ -152,8 +153,8 @@ def test_table_right_aligns_numeric_columns_and_formats_by_magnitude():
 
 
 def test_settings_quick_mode_is_short_and_skips_the_growth_runs():
-    quick = bench.Settings.from_env({"BENCH_QUICK": "1"})
-    full = bench.Settings.from_env({})
+    quick = settings.Settings.from_env({"BENCH_QUICK": "1"})
+    full = settings.Settings.from_env({})
     assert quick.duration < full.duration
     assert quick.growth_rows == []
     assert full.growth_rows == [1_000_000, 10_000_000]
@@ -163,23 +164,23 @@ def test_settings_quick_mode_is_short_and_skips_the_growth_runs():
 
 def test_settings_reject_an_unknown_scenario_name():
     with pytest.raises(SystemExit, match="unknown scenario"):
-        bench.Settings.from_env({"BENCH_ONLY": "point,warp-speed"})
+        settings.Settings.from_env({"BENCH_ONLY": "point,warp-speed"})
 
 
 def test_settings_take_ports_and_lists_from_the_environment():
-    s = bench.Settings.from_env({"BENCH_CONNECTIONS": "8, 32", "GET_RESULT_PORT": "18082", "BENCH_ONLY": "point"})
+    s = settings.Settings.from_env({"BENCH_CONNECTIONS": "8, 32", "GET_RESULT_PORT": "18082", "BENCH_ONLY": "point"})
     assert s.connections == [8, 32]
     assert s.ports["get-result"] == 18082
     assert s.only == {"point"}
 
 
 def test_cpu_watch_attributes_a_busy_process_to_its_group():
-    watch = bench.CpuWatch({})
+    watch = cpu.CpuWatch({})
     assert watch.group(1, "pgbouncer", 0) == "pgbouncer"
     assert watch.group(1, "get-result", 0) == "get-result"
     assert watch.group(1, "wrk", 0) == "load generator"
     assert watch.group(5, "postgres", 4) == "postgres (other clusters)"
-    replica = bench.CpuWatch({4: "replica"})
+    replica = cpu.CpuWatch({4: "replica"})
     replica.cmdlines.update({5: True, 6: False})  # 5: a client backend, 6: e.g. WAL replay
     assert replica.group(5, "postgres", 4) == "postgres replica"
     assert replica.group(6, "postgres", 4) == "postgres replica background"
@@ -199,18 +200,18 @@ def test_cpu_watch_attributes_a_busy_process_to_its_group():
 
 
 def test_client_backends_are_told_apart_from_background_processes_by_their_title():
-    assert bench.is_client_backend("postgres: exam_app exam_results 127.0.0.1(56768) idle")
-    assert bench.is_client_backend("postgres: exam_app exam_results 127.0.0.1(40438) SELECT")
-    assert not bench.is_client_backend("postgres: startup recovering 00000001000000000000001C")
-    assert not bench.is_client_backend("postgres: walreceiver streaming 0/1C1CB748")
-    assert not bench.is_client_backend("postgres: checkpointer ")
-    assert not bench.is_client_backend("/usr/lib/postgresql/15/bin/postgres -D /work/main/.local/replica")
+    assert cpu.is_client_backend("postgres: exam_app exam_results 127.0.0.1(56768) idle")
+    assert cpu.is_client_backend("postgres: exam_app exam_results 127.0.0.1(40438) SELECT")
+    assert not cpu.is_client_backend("postgres: startup recovering 00000001000000000000001C")
+    assert not cpu.is_client_backend("postgres: walreceiver streaming 0/1C1CB748")
+    assert not cpu.is_client_backend("postgres: checkpointer ")
+    assert not cpu.is_client_backend("/usr/lib/postgresql/15/bin/postgres -D /work/main/.local/replica")
 
 
 def test_free_port_pair_returns_two_bindable_ports():
     import socket
 
-    port = bench.free_port_pair()
+    port = stack.free_port_pair()
     for p in (port, port + 1000):
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
@@ -303,7 +304,7 @@ def run_wrk(port, script, args, conns=2, threads=2, duration="1s"):
          f"http://127.0.0.1:{port}/"] + (["--"] + args if args else []),
         env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
-    return bench.parse_wrk(out.stdout)
+    return loadgen.parse_wrk(out.stdout)
 
 
 def test_point_read_script_requests_random_rolls_inside_the_range(recorder):
@@ -362,7 +363,7 @@ def test_plain_script_reports_a_fixed_url(recorder):
     out = subprocess.run(["wrk", "-t", "1", "-c", "1", "-d", "1s", "-s", str(BENCH_DIR / "lua" / "plain.lua"),
                           f"http://127.0.0.1:{recorder}/healthz"], env=env, capture_output=True, text=True,
                          timeout=30)
-    assert bench.parse_wrk(out.stdout)["requests"] > 0
+    assert loadgen.parse_wrk(out.stdout)["requests"] > 0
     assert {p for _, p, _, _, _ in Recorder.seen} == {"/healthz"}
 
 
@@ -388,21 +389,21 @@ def test_a_short_point_read_run_against_the_stack_writes_its_tables(tmp_path):
 
 def test_a_failing_scenario_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
     (tmp_path / "secrets.env").write_text("POSTGRES_PASSWORD=a\nEXAM_APP_PASSWORD=b\nWRITE_TOKEN=c\n")
-    settings = bench.Settings.from_env({"STATE_DIR": str(tmp_path), "BENCH_OUT": str(tmp_path / "out"),
-                                        "BENCH_ONLY": "point,cold"})
-    b = bench.Bench(settings)
+    s = settings.Settings.from_env({"STATE_DIR": str(tmp_path), "BENCH_OUT": str(tmp_path / "out"),
+                                    "BENCH_ONLY": "point,cold"})
+    b = runner.Bench(s)
     ran = []
-    monkeypatch.setattr(b, "check_stack", lambda: None)
-    monkeypatch.setattr(b, "machine", lambda: None)
-    monkeypatch.setattr(b, "seeded_range", lambda: (2025, 1, 10))
+    monkeypatch.setattr(b.stack, "check", lambda: None)
+    monkeypatch.setattr(runner.machine, "run", lambda bench: None)
+    monkeypatch.setattr(b.stack, "seeded_range", lambda: (2025, 1, 10))
 
-    def broken(*args):
+    def broken(bench):
         raise RuntimeError("pgbench failed (2): connection refused")
 
-    monkeypatch.setattr(b, "point_reads", broken)
-    monkeypatch.setattr(b, "cold_start", lambda *args: ran.append("cold"))
+    monkeypatch.setattr(point, "run", broken)
+    monkeypatch.setattr(cold, "run", lambda bench: ran.append(bench.seeded))
     out = b.run()
-    assert ran == ["cold"]
+    assert ran == [(2025, 1, 10)]
     assert b.failed == ["point"]
     text = out.read_text()
     assert "**point failed:** `pgbench failed (2): connection refused`" in text
@@ -411,7 +412,7 @@ def test_a_failing_scenario_is_reported_and_the_others_still_run(tmp_path, monke
 
 def test_sweep_keeps_the_better_of_two_passes_per_point(tmp_path, monkeypatch):
     (tmp_path / "secrets.env").write_text("POSTGRES_PASSWORD=a\nEXAM_APP_PASSWORD=b\nWRITE_TOKEN=c\n")
-    b = bench.Bench(bench.Settings.from_env({"STATE_DIR": str(tmp_path)}))
+    b = runner.Bench(settings.Settings.from_env({"STATE_DIR": str(tmp_path)}))
 
     class FakeProc:
         pid = os.getpid()
@@ -425,15 +426,15 @@ def test_sweep_keeps_the_better_of_two_passes_per_point(tmp_path, monkeypatch):
         rps = next(rates)
         return {"rps": rps, "p50_ms": 1.0, "p99_ms": float(rps), "errors": 0, "cpu": {"get-result": 0.5}}
 
-    monkeypatch.setattr(b, "start_function", lambda *a, **k: (FakeProc(), 1))
-    monkeypatch.setattr(b, "stop", lambda proc: None)
-    monkeypatch.setattr(bench, "http_get", lambda *a, **k: (200, b""))
-    monkeypatch.setattr(b, "run_wrk", fake_wrk)
-    points = b.sweep_one("get-result", 8, [1, 2, 4], "point_read.lua", [])
+    monkeypatch.setattr(b.stack, "start_function", lambda *a, **k: (FakeProc(), 1))
+    monkeypatch.setattr(b.stack, "stop", lambda proc: None)
+    monkeypatch.setattr(sweep, "http_get", lambda *a, **k: (200, b""))
+    monkeypatch.setattr(b.load, "run_wrk", fake_wrk)
+    points = sweep.sweep_one(b, "get-result", 8, [1, 2, 4], "point_read.lua", [])
     assert calls == [1, 2, 4, 4, 2, 1]
     assert [p["concurrency"] for p in points] == [1, 2, 4]
     assert [p["rps"] for p in points] == [100, 200, 350]
     assert [p["other_pass_rps"] for p in points] == [50, 150, 300]
     # the kept pass carries its own latency
     assert points[2]["p99_ms"] == 350.0
-    b.cleanup()
+    b.stack.cleanup()

@@ -6,6 +6,7 @@ import subprocess
 from typing import Callable, Iterable, Optional
 
 from . import FUNCTIONS
+from .rollout import commit_of
 
 #: Paths whose change affects every function's image or Knative template.
 SHARED_PREFIXES = (
@@ -59,7 +60,7 @@ def plan(serving: dict[str, Optional[str]], diff: Callable[[str], Optional[list[
         if not rev:
             out[fn] = "nothing serves traffic yet"
             continue
-        suffix = rev[len(fn) + 1:].split("-", 1)[0] if rev.startswith(fn + "-") else ""
+        suffix = commit_of(fn, rev) or ""
         paths = diff(suffix) if suffix else None
         if paths is None:
             out[fn] = f"serves {rev}, whose suffix is not a commit of this repository"

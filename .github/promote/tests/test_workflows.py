@@ -211,3 +211,17 @@ def test_the_smoke_year_lives_once_and_a_migration_creates_its_partition():
     assert env["SMOKE_EXAM_YEAR"] == f"${{{{ vars.SMOKE_EXAM_YEAR || '{SMOKE_EXAM_YEAR}' }}}}"
     migrations = sorted((REPO / "sql" / "migrations").glob("*.sql"))
     assert any(f"ensure_exam_year_partition({SMOKE_EXAM_YEAR})" in m.read_text() for m in migrations)
+
+
+def test_the_rollout_job_timeout_covers_every_function_of_the_manifest_at_the_default_settings():
+    from promote import READ_FUNCTIONS, WRITE_FUNCTIONS
+
+    inputs = load("cd.yml")["on"]["workflow_dispatch"]["inputs"]
+
+    def worst(kind: str) -> float:
+        steps = len(inputs[f"{kind}_steps"]["default"].split(","))
+        return steps * float(inputs[f"{kind}_bake_seconds"]["default"]) / 60 + 10  # + readiness and smoke
+
+    needed = len(READ_FUNCTIONS) * worst("read") + len(WRITE_FUNCTIONS) * worst("write")
+    timeout = load("deploy.yml")["jobs"]["rollout"]["timeout-minutes"]
+    assert needed <= timeout <= 360, f"{needed:.0f} minutes needed, timeout {timeout} (GitHub-hosted jobs stop at 360)"

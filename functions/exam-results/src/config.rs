@@ -51,6 +51,26 @@ pub struct Config {
     /// (if configured) or answer 503 `replica_lagging`.
     #[serde(default)]
     pub max_replica_lag_seconds: Option<f64>,
+    /// `CONSISTENCY_WAIT_MS`: read functions only. How long a read that
+    /// presents a consistency token waits for the replica to replay it when
+    /// no fallback is configured, before a 503. Default 250.
+    #[serde(default = "defaults::consistency_wait_ms")]
+    pub consistency_wait_ms: u64,
+    /// `IDEMPOTENCY_KEY_TTL_SECONDS`: write functions only. How long an
+    /// `Idempotency-Key` is remembered after its write; a retry after that
+    /// runs again. Default 86400 (24 h).
+    #[serde(default = "defaults::idempotency_key_ttl_seconds")]
+    pub idempotency_key_ttl_seconds: u64,
+    /// `BATCH_MAX_BYTES`: create-results-batch only. The largest body a
+    /// batch load accepts; over it, 413. Default 33554432 (32 MiB).
+    #[serde(default = "defaults::batch_max_bytes")]
+    pub batch_max_bytes: u64,
+    /// `BATCH_STATEMENT_TIMEOUT_MS`: create-results-batch only. How long one
+    /// batch load may take, body included; set on the server for the load's
+    /// transaction (`SET LOCAL statement_timeout`), so it does not depend on
+    /// the pooler's backstop. Default 120000 (2 minutes).
+    #[serde(default = "defaults::batch_statement_timeout_ms")]
+    pub batch_statement_timeout_ms: u64,
     /// `WRITE_TOKENS`: comma-separated bearer tokens accepted by the
     /// functions that require a write token (see [`Auth`]).
     #[serde(default)]
@@ -136,10 +156,45 @@ pub struct Config {
     /// presence is used (see `RATE_LIMIT_CLIENT_HEADER`).
     #[serde(default)]
     pub k_service: Option<String>,
-    /// `CORS_ALLOW_ORIGIN`: public functions only (never write or token
-    /// routes): the one origin, e.g. `https://results.example.org`, whose
-    /// pages may read their replies from JavaScript (the results page calls
-    /// get-result). Unset: no CORS headers. See [`crate::web::Web::cors`].
+    /// `PUBLICATION_REFRESH_SECONDS`: read functions re-read the publication
+    /// times when their copy is older than this, so a moved or withdrawn
+    /// publication takes effect within it. Default 5.
+    #[serde(default = "defaults::publication_refresh_seconds")]
+    pub publication_refresh_seconds: u64,
+    /// `HTTP_CACHE_MAX_AGE_SECONDS`: `max-age` of published data; a
+    /// correction reaches readers of a shared cache within it. Default 60.
+    #[serde(default = "defaults::http_cache_max_age_seconds")]
+    pub http_cache_max_age_seconds: u64,
+    /// `HTTP_CACHE_STALE_WHILE_REVALIDATE_SECONDS`: how long after `max-age`
+    /// a shared cache may answer from its copy while it refetches. Default 30.
+    #[serde(default = "defaults::http_cache_stale_while_revalidate_seconds")]
+    pub http_cache_stale_while_revalidate_seconds: u64,
+    /// `HTTP_CACHE_NOT_FOUND_MAX_AGE_SECONDS`: `max-age` of a 404 for an
+    /// absent result of a published year. Default 10.
+    #[serde(default = "defaults::http_cache_not_found_max_age_seconds")]
+    pub http_cache_not_found_max_age_seconds: u64,
+    /// `READ_CACHE_CAPACITY`: entries in a read function's in-process cache
+    /// (about 100 bytes each); 0 turns it off. Default 0.
+    #[serde(default)]
+    pub read_cache_capacity: u64,
+    /// `READ_CACHE_TTL_MS`: how long an entry of the in-process cache lives.
+    /// Default 2000.
+    #[serde(default = "defaults::read_cache_ttl_ms")]
+    pub read_cache_ttl_ms: u64,
+    /// `PASS_MARK`: a result passes at this mark or above (statistics, and
+    /// the results page's pass or fail).
+    /// Default 40.
+    #[serde(default = "defaults::pass_mark")]
+    pub pass_mark: i32,
+    /// `GRADE_BANDS`: `grade:lowest mark` pairs for the statistics'
+    /// distribution and the results page's grade. Default `A:80,B:70,C:60,D:50,E:40,U:0`.
+    #[serde(default = "defaults::grade_bands")]
+    pub grade_bands: String,
+    /// `CORS_ALLOW_ORIGIN`: public functions only (never write or
+    /// read-token functions, never a reply to a request carrying
+    /// `Authorization`): the one origin, e.g. `https://results.example.org`,
+    /// whose pages may read their replies from JavaScript (the results page
+    /// calls get-result). Unset: no CORS headers. See [`crate::web`].
     #[serde(default)]
     pub cors_allow_origin: Option<String>,
     /// `RESULTS_API_URL`: results-page only: get-result's public base URL
@@ -151,14 +206,6 @@ pub struct Config {
     /// may keep the page (`Cache-Control: public, max-age`). Default 86400.
     #[serde(default = "defaults::page_cache_seconds")]
     pub page_cache_seconds: u64,
-    /// `PASS_MARK`: results-page only: when set, a result shows pass (marks
-    /// at or above it) or fail.
-    #[serde(default)]
-    pub pass_mark: Option<i32>,
-    /// `GRADE_BANDS`: results-page only: when set, a result shows its grade,
-    /// e.g. `80:A+,70:A,60:B,50:C,40:D,0:F` (lowest marks of each band).
-    #[serde(default)]
-    pub grade_bands: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -302,6 +349,15 @@ impl Config {
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 self.database_statement_timeout_ms,
             ),
+            (
+                "IDEMPOTENCY_KEY_TTL_SECONDS",
+                self.idempotency_key_ttl_seconds,
+            ),
+            ("BATCH_MAX_BYTES", self.batch_max_bytes),
+            (
+                "BATCH_STATEMENT_TIMEOUT_MS",
+                self.batch_statement_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(name, "must be greater than 0"));
@@ -327,6 +383,25 @@ impl Config {
                     "MAX_REPLICA_LAG_SECONDS",
                     "must be a positive number",
                 ));
+            }
+        }
+        crate::statistics::Grading::new(self.pass_mark, &self.grade_bands).map_err(|problem| {
+            let variable = if problem.starts_with("must be") {
+                "PASS_MARK"
+            } else {
+                "GRADE_BANDS"
+            };
+            ConfigError::new(variable, problem)
+        })?;
+        for (name, value) in [
+            (
+                "PUBLICATION_REFRESH_SECONDS",
+                self.publication_refresh_seconds,
+            ),
+            ("READ_CACHE_TTL_MS", self.read_cache_ttl_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be greater than 0"));
             }
         }
         if let Some(variable) = auth.variable() {
@@ -496,6 +571,18 @@ mod defaults {
     pub(super) fn connect_timeout_ms() -> u64 {
         2000
     }
+    pub(super) fn consistency_wait_ms() -> u64 {
+        250
+    }
+    pub(super) fn idempotency_key_ttl_seconds() -> u64 {
+        24 * 60 * 60
+    }
+    pub(super) fn batch_max_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub(super) fn batch_statement_timeout_ms() -> u64 {
+        120_000
+    }
     pub(super) fn statement_timeout_ms() -> u64 {
         2000
     }
@@ -540,6 +627,27 @@ mod defaults {
     }
     pub(super) fn rate_limit_trusted_hops() -> usize {
         1
+    }
+    pub(super) fn publication_refresh_seconds() -> u64 {
+        5
+    }
+    pub(super) fn http_cache_max_age_seconds() -> u64 {
+        60
+    }
+    pub(super) fn http_cache_stale_while_revalidate_seconds() -> u64 {
+        30
+    }
+    pub(super) fn http_cache_not_found_max_age_seconds() -> u64 {
+        10
+    }
+    pub(super) fn read_cache_ttl_ms() -> u64 {
+        2000
+    }
+    pub(super) fn pass_mark() -> i32 {
+        crate::statistics::DEFAULT_PASS_MARK
+    }
+    pub(super) fn grade_bands() -> String {
+        crate::statistics::DEFAULT_GRADE_BANDS.to_owned()
     }
 }
 
@@ -695,6 +803,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "RATE_LIMIT_CLIENT_HEADER");
+    }
+
+    #[test]
+    fn grade_bands_that_leave_a_mark_ungraded_are_named() {
+        let err = Config::from_iter(vars(&[URL, ("GRADE_BANDS", "A:80,B:70")]), Auth::Public)
+            .unwrap_err();
+        assert_eq!(err.variable, "GRADE_BANDS");
+        let err = Config::from_iter(vars(&[URL, ("PASS_MARK", "101")]), Auth::Public).unwrap_err();
+        assert_eq!(err.variable, "PASS_MARK");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
+use crate::batch::Report;
 use crate::db::DbError;
 use crate::model::{InputError, ResultKey};
 
@@ -31,6 +32,19 @@ pub enum ApiError {
     /// 404 `not_found`: no result with this key.
     #[error("no result for roll number {} in {}", .0.roll_number, .0.exam_year)]
     NoResult(ResultKey),
+    /// 404 `results_not_published` (with `Retry-After` until the
+    /// publication time, when one is set; `Cache-Control: private,
+    /// no-store`): the year is not public yet. Says nothing about which
+    /// results exist.
+    #[error("results for {exam_year} are not published yet{}", publish_at.as_ref().map(|at| format!("; they will be published at {at}")).unwrap_or_default())]
+    NotPublished {
+        /// The year asked for.
+        exam_year: i32,
+        /// Its publication time (RFC 3339), if one is set.
+        publish_at: Option<String>,
+        /// Seconds until then.
+        retry_after: Option<u64>,
+    },
     /// 405 `method_not_allowed`: the path exists but not with this method.
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
@@ -42,15 +56,33 @@ pub enum ApiError {
     /// 409 `conflict`: a result with this key already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `idempotency_key_in_progress` (with `Retry-After`): a request
+    /// with this `Idempotency-Key` is still being processed.
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    KeyInProgress,
+    /// 412 `precondition_failed` (with the current `ETag`): `If-Match`
+    /// names none of the result's current entity tags.
+    #[error("the result has changed: If-Match does not match its current ETag {0}")]
+    PreconditionFailed(String),
     /// 413 `payload_too_large`: the body exceeds the limit.
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
-    /// 415 `unsupported_media_type`: the body is not `application/json`.
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// 415 `unsupported_media_type`: the body is not of the media type the
+    /// function takes (named here).
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
     /// 422 `validation_failed`: well-formed but invalid values.
     #[error("{0}")]
     Validation(String),
+    /// 422 `idempotency_key_reused`: this `Idempotency-Key` was used for
+    /// a different request (another body, path, method or condition).
+    #[error("this Idempotency-Key was already used for a different request; use a new key")]
+    KeyReused,
+    /// 422 `batch_rejected`: a batch with invalid rows, duplicates within
+    /// it, or results that exist; nothing was written. The body's `error`
+    /// carries the report.
+    #[error("the batch was rejected: {} of {} rows", .0.rejected, .0.rows)]
+    BatchRejected(Box<Report>),
     /// 422 `partition_missing`: the exam year is valid but has no partition yet.
     #[error("exam year {0} is not open for results yet (no partition exists for it)")]
     PartitionMissing(i32),
@@ -61,6 +93,10 @@ pub enum ApiError {
     /// 503 `replica_lagging` (with `Retry-After`): the read replica is too far behind.
     #[error("results are being synchronised, retry shortly (replica is {0:.1}s behind)")]
     ReplicaLagging(f64),
+    /// 503 `replica_lagging` (with `Retry-After`): a read presented a
+    /// consistency token that no database in reach had replayed in time.
+    #[error("this read must include a write the replica has not replayed yet, retry shortly")]
+    NotReplayed,
     /// 500 `internal_error`: anything unexpected; the cause is logged only.
     #[error("internal error")]
     Internal(String),
@@ -82,16 +118,21 @@ pub enum ApiError {
 }
 
 /// Every stable error code, as documented in docs/openapi.yaml.
-pub const ERROR_CODES: [&str; 16] = [
+pub const ERROR_CODES: [&str; 21] = [
     "bad_request",
     "invalid_json",
     "unauthorized",
     "not_found",
+    "results_not_published",
     "method_not_allowed",
     "conflict",
+    "idempotency_key_in_progress",
+    "precondition_failed",
     "payload_too_large",
     "unsupported_media_type",
     "validation_failed",
+    "idempotency_key_reused",
+    "batch_rejected",
     "partition_missing",
     "database_unavailable",
     "replica_lagging",
@@ -116,13 +157,21 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) | Self::NoResult(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoResult(_) | Self::NotPublished { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::KeyInProgress => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) | Self::PartitionMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) | Self::ReplicaLagging(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_)
+            | Self::PartitionMissing(_)
+            | Self::KeyReused
+            | Self::BatchRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) | Self::ReplicaLagging(_) | Self::NotReplayed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -137,14 +186,19 @@ impl ApiError {
             Self::InvalidJson(_) => "invalid_json",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) | Self::NoResult(_) => "not_found",
+            Self::NotPublished { .. } => "results_not_published",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Conflict(_) => "conflict",
+            Self::KeyInProgress => "idempotency_key_in_progress",
+            Self::KeyReused => "idempotency_key_reused",
+            Self::BatchRejected(_) => "batch_rejected",
+            Self::PreconditionFailed(_) => "precondition_failed",
             Self::PayloadTooLarge(_) => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation(_) => "validation_failed",
             Self::PartitionMissing(_) => "partition_missing",
             Self::Unavailable(_) => "database_unavailable",
-            Self::ReplicaLagging(_) => "replica_lagging",
+            Self::ReplicaLagging(_) | Self::NotReplayed => "replica_lagging",
             Self::Internal(_) => "internal_error",
             Self::RateLimited { .. } => "rate_limited",
             Self::HeadersTooLarge => "headers_too_large",
@@ -156,7 +210,10 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code();
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        if let Self::BatchRejected(report) = &self {
+            body["error"]["report"] = serde_json::to_value(report).unwrap_or_default();
+        }
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), status).into_response();
         let headers = response.headers_mut();
@@ -167,13 +224,31 @@ impl ApiError {
             Self::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }
-            Self::Unavailable(_) | Self::ReplicaLagging(_) | Self::Overloaded => {
+            Self::Unavailable(_)
+            | Self::ReplicaLagging(_)
+            | Self::NotReplayed
+            | Self::KeyInProgress
+            | Self::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            Self::PreconditionFailed(etag) => {
+                if let Ok(value) = HeaderValue::from_str(etag) {
+                    headers.insert(header::ETAG, value);
+                }
+            }
+            Self::NotPublished { retry_after, .. } => {
+                if let Some(seconds) = retry_after {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                }
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-store"),
+                );
             }
             _ => {}
         }
@@ -232,6 +307,9 @@ impl From<DbError> for ApiError {
                 key.roll_number, key.exam_year
             )),
             DbError::NoPartition(year) => Self::PartitionMissing(year),
+            DbError::NotReplayed(_) => Self::NotReplayed,
+            DbError::KeyInProgress => Self::KeyInProgress,
+            DbError::KeyReused => Self::KeyReused,
             DbError::Other(cause) => Self::Internal(cause),
         }
     }
@@ -305,13 +383,26 @@ mod tests {
             (ApiError::Conflict("x".into()), 409, "conflict"),
             (ApiError::PayloadTooLarge(16), 413, "payload_too_large"),
             (
-                ApiError::UnsupportedMediaType,
+                ApiError::UnsupportedMediaType("application/json"),
                 415,
                 "unsupported_media_type",
             ),
             (ApiError::Validation("x".into()), 422, "validation_failed"),
             (ApiError::PartitionMissing(2031), 422, "partition_missing"),
             (ApiError::ReplicaLagging(3.0), 503, "replica_lagging"),
+            (ApiError::NotReplayed, 503, "replica_lagging"),
+            (ApiError::KeyInProgress, 409, "idempotency_key_in_progress"),
+            (ApiError::KeyReused, 422, "idempotency_key_reused"),
+            (
+                ApiError::BatchRejected(Box::default()),
+                422,
+                "batch_rejected",
+            ),
+            (
+                ApiError::PreconditionFailed("\"00\"".into()),
+                412,
+                "precondition_failed",
+            ),
         ];
         for (err, status, code) in cases {
             assert_eq!((err.status().as_u16(), err.code()), (status, code));

@@ -23,6 +23,7 @@ use warp::http::{header, HeaderMap, HeaderValue, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::db::Lsn;
 use crate::error::{ApiError, ErrorCause, ErrorCode, Problem};
 use crate::route::{classify, Route};
 use crate::state::AppState;
@@ -33,6 +34,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The request id header, taken from the client or generated, and echoed.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The consistency token header: set on every write response (the commit's
+/// WAL position), presented on a read that must include that write.
+pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
 
 /// Per-request context created before routing.
 pub struct RequestContext {
@@ -256,7 +261,7 @@ where
         .and_then(|ct| ct.split(|b| *b == b';').next())
         .is_some_and(|mime| mime.trim_ascii().eq_ignore_ascii_case(b"application/json"));
     if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType("application/json"));
     }
     if content_length.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
@@ -291,6 +296,75 @@ where
             ApiError::InvalidJson(err.to_string())
         }
     })
+}
+
+/// The consistency token a read presents, if any: 400 when it is not one
+/// this service issued (the token is opaque to clients; it is a WAL position).
+pub fn consistency_token() -> impl Filter<Extract = (Option<Lsn>,), Error = Rejection> + Clone {
+    raw_header(CONSISTENCY_TOKEN).and_then(|value: Option<HeaderValue>| async move {
+        match value {
+            None => Ok(None),
+            Some(value) => std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|text| text.trim().parse::<Lsn>().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    Rejection::from(ApiError::BadRequest(format!(
+                        "{CONSISTENCY_TOKEN} is not a token this service issued"
+                    )))
+                }),
+        }
+    })
+}
+
+/// Adds the consistency token of a write that has committed at or before `lsn`.
+pub fn set_consistency_token(response: &mut Response, lsn: Lsn) {
+    if let Ok(value) = HeaderValue::from_str(&lsn.to_string()) {
+        response.headers_mut().insert(CONSISTENCY_TOKEN, value);
+    }
+}
+
+/// The idempotency key header of a write (IETF httpapi
+/// draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set to `true` on a response replayed for a repeated idempotency key.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The request's idempotency key, if any: 1 to
+/// [`MAX_IDEMPOTENCY_KEY_BYTES`] visible ASCII characters, bare or as a
+/// quoted string (the draft's sf-string); anything else is a 400.
+pub fn idempotency_key() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    raw_header(IDEMPOTENCY_KEY).and_then(|value: Option<HeaderValue>| async move {
+        match value {
+            None => Ok(None),
+            Some(value) => parse_idempotency_key(value.as_bytes())
+                .map(Some)
+                .map_err(Rejection::from),
+        }
+    })
+}
+
+fn parse_idempotency_key(raw: &[u8]) -> Result<String, ApiError> {
+    let raw = raw.trim_ascii();
+    let key = raw
+        .strip_prefix(b"\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+        .unwrap_or(raw);
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && key
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\');
+    match std::str::from_utf8(key) {
+        Ok(key) if valid => Ok(key.to_owned()),
+        _ => Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        ))),
+    }
 }
 
 /// 400 when the URL has a query string (even an empty one): a result has
@@ -388,6 +462,27 @@ mod tests {
                 .code(),
             "method_not_allowed"
         );
+    }
+
+    #[test]
+    fn idempotency_keys_are_bare_or_quoted_visible_ascii() {
+        assert_eq!(parse_idempotency_key(b"abc-123").unwrap(), "abc-123");
+        assert_eq!(parse_idempotency_key(b" \"abc\" ").unwrap(), "abc");
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES);
+        assert!(parse_idempotency_key(longest.as_bytes()).is_ok());
+        for bad in [
+            &b""[..],
+            b"\"\"",
+            b"has space",
+            b"caf\xc3\xa9",
+            b"\xff",
+            longest.repeat(2).as_bytes(),
+        ] {
+            assert_eq!(
+                parse_idempotency_key(bad).unwrap_err().code(),
+                "bad_request"
+            );
+        }
     }
 
     #[test]

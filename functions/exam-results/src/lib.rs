@@ -19,11 +19,19 @@
 //! - [`config`]: the typed configuration read once from environment variables.
 //! - [`model`]: results, request bodies, and the validation that mirrors the
 //!   database's CHECK constraints; domain errors ([`model::InputError`]), no HTTP.
+//! - [`batch`]: a batch load's body read line by line (CSV, NDJSON) and
+//!   the report of a rejected batch; no HTTP, no SQL.
 //! - [`error`]: [`ApiError`], the one error enum, its JSON replies, and the
 //!   one mapping of every domain and database error to it.
-//! - [`db`]: the bb8 pool and the five single-round-trip queries (safe for
-//!   PgBouncer transaction pooling without prepared statements).
+//! - [`db`]: the bb8 pool, the single-round-trip queries (safe for
+//!   PgBouncer transaction pooling without prepared statements), the
+//!   idempotency-key transaction and the batch load's transaction.
 //! - [`state`]: [`AppState`], what handlers share, with the read/fallback policy.
+//! - [`publication`]: when a year becomes public, who may read it before
+//!   (staff tokens), the publication times' bounded refresh.
+//! - [`read_cache`]: `Cache-Control` for shared caches and the in-process
+//!   cache with request coalescing.
+//! - [`statistics`]: a year's statistics from its mark counts; grade bands.
 //! - [`replica`]: the read replica's lag, estimated from sampled WAL positions.
 //! - [`route`]: route templates, declared once: path matching and the
 //!   bounded `http_route` label.
@@ -40,6 +48,7 @@
 //! - [`server`]: assembling a function, the accept loop with its connection
 //!   cap, graceful shutdown, the metrics listener, and [`server::run`].
 
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -47,11 +56,14 @@ pub mod http;
 pub mod limits;
 pub mod model;
 pub mod operations;
+pub mod publication;
 pub mod ratelimit;
+pub mod read_cache;
 pub mod replica;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod statistics;
 pub mod telemetry;
 pub mod web;
 

@@ -43,7 +43,7 @@ use crate::telemetry;
 /// target that is not a path) are answered first, inside the envelope, so
 /// they are logged and counted like any other request.
 pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
-    let web = state.web.clone();
+    let cors = crate::web::cors_origin(function.auth, &state.web);
     let decided =
         warp::ext::optional::<EdgeVerdict>().and_then(|verdict: Option<EdgeVerdict>| async move {
             verdict
@@ -56,8 +56,8 @@ pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
         .or((function.routes)(state))
         .unify()
         .recover(handle_rejection)
-        .unify()
-        .map(move |response| web.cors(function.auth, response));
+        .unify();
+    let routes = cors.and(routes).map(crate::web::with_cors);
     context(function.served_routes())
         .and(routes)
         .map(finish)

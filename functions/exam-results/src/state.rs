@@ -2,11 +2,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{Auth, Config};
 use crate::db::{Database, DbError};
 use crate::error::ApiError;
 use crate::model::YearRange;
+use crate::publication::Schedule;
+use crate::read_cache::{HttpCaching, ReadCache};
+use crate::statistics::Grading;
 
 /// Shared, cheap-to-clone application state.
 #[derive(Clone)]
@@ -23,9 +27,31 @@ pub struct AppState {
     pub years: YearRange,
     /// Reads only: the replica's last measured lag, if lag checking is on.
     pub lag: Option<Arc<ReplicaLag>>,
+    /// Reads only: how long a read with a consistency token waits for the
+    /// replica to replay it when there is no fallback (`CONSISTENCY_WAIT_MS`).
+    pub consistency_wait: Duration,
+    /// Writes only: how long an idempotency key is remembered
+    /// (`IDEMPOTENCY_KEY_TTL_SECONDS`).
+    pub idempotency_ttl: Duration,
+    /// create-results-batch only: the largest body accepted (`BATCH_MAX_BYTES`).
+    pub batch_max_bytes: u64,
+    /// create-results-batch only: how long one load may take
+    /// (`BATCH_STATEMENT_TIMEOUT_MS`).
+    pub batch_timeout: Duration,
+    /// Reads only: the publication times as last read (see [`crate::publication`]).
+    pub publications: Arc<Schedule>,
+    /// Reads only: `Cache-Control` values for published data.
+    pub http_caching: Arc<HttpCaching>,
+    /// Reads only: the in-process cache (off unless `READ_CACHE_CAPACITY` > 0).
+    pub read_cache: Arc<ReadCache>,
+    /// The pass mark and grade bands of the statistics.
+    pub grading: Arc<Grading>,
     /// What browsers get: CORS on public replies, the results page's settings.
     pub web: Arc<crate::web::Web>,
 }
+
+/// How often a read waiting for the replica to replay its token asks again.
+const REPLAY_POLL: Duration = Duration::from_millis(10);
 
 /// The replica lag as last measured by the background probe.
 pub struct ReplicaLag {
@@ -67,8 +93,8 @@ impl AppState {
             Database::new(
                 pg,
                 config.database_pool_size,
-                std::time::Duration::from_millis(config.database_pool_timeout_ms),
-                std::time::Duration::from_millis(config.database_statement_timeout_ms),
+                Duration::from_millis(config.database_pool_timeout_ms),
+                Duration::from_millis(config.database_statement_timeout_ms),
             )
         };
         Self {
@@ -83,12 +109,37 @@ impl AppState {
             lag: config
                 .max_replica_lag_seconds
                 .map(|max| Arc::new(ReplicaLag::new(max))),
+            consistency_wait: Duration::from_millis(config.consistency_wait_ms),
+            idempotency_ttl: Duration::from_secs(config.idempotency_key_ttl_seconds),
+            batch_max_bytes: config.batch_max_bytes,
+            batch_timeout: Duration::from_millis(config.batch_statement_timeout_ms),
+            publications: Arc::new(Schedule::new(Duration::from_secs(
+                config.publication_refresh_seconds,
+            ))),
+            http_caching: Arc::new(HttpCaching::new(
+                config.http_cache_max_age_seconds,
+                config.http_cache_stale_while_revalidate_seconds,
+                config.http_cache_not_found_max_age_seconds,
+            )),
+            read_cache: Arc::new(ReadCache::new(
+                config.read_cache_capacity,
+                Duration::from_millis(config.read_cache_ttl_ms),
+            )),
+            grading: Arc::new(
+                Grading::new(config.pass_mark, &config.grade_bands).expect("validated at start-up"),
+            ),
             web: crate::web::Web::from_config(config),
         }
     }
 
     /// Runs a read against the replica, or the fallback when the replica is
     /// lagging or unreachable; without a fallback a lagging replica is a 503.
+    ///
+    /// A read that carries a consistency token (its query answers
+    /// [`DbError::NotReplayed`] where that position is not replayed yet) is
+    /// served by the replica once it has replayed the position, else by the
+    /// fallback; without a fallback the replica is asked again for up to
+    /// [`AppState::consistency_wait`], then the answer is a 503.
     pub async fn read<T, F, Fut>(&self, query: F) -> Result<T, ApiError>
     where
         F: Fn(Database) -> Fut,
@@ -102,11 +153,19 @@ impl AppState {
                 };
             }
         }
-        match (query(self.db.clone()).await, &self.fallback) {
-            (Err(DbError::Unavailable(_)), Some(primary)) => {
-                query(primary.clone()).await.map_err(ApiError::from)
+        let started = Instant::now();
+        loop {
+            match (query(self.db.clone()).await, &self.fallback) {
+                (Err(DbError::Unavailable(_) | DbError::NotReplayed(_)), Some(primary)) => {
+                    return query(primary.clone()).await.map_err(ApiError::from);
+                }
+                (Err(DbError::NotReplayed(_)), None)
+                    if started.elapsed() < self.consistency_wait =>
+                {
+                    tokio::time::sleep(REPLAY_POLL).await;
+                }
+                (outcome, _) => return outcome.map_err(ApiError::from),
             }
-            (outcome, _) => outcome.map_err(ApiError::from),
         }
     }
 }

@@ -32,6 +32,12 @@ pub const QUERY_DURATION: &str = "exam_results_db_query_duration_seconds";
 pub const ERRORS: &str = "exam_results_errors_total";
 /// The read replica's replay lag as last measured.
 pub const REPLICA_LAG: &str = "exam_results_replica_lag_seconds";
+/// Lookups in the read functions' in-process cache, by `cache` (result,
+/// statistics) and `outcome`: `hit`, `miss` (this request queried the
+/// database) or `coalesced` (it waited for another request's query).
+pub const READ_CACHE_LOOKUPS: &str = "exam_results_read_cache_lookups_total";
+/// Entries in the in-process cache, by `cache`, as of its last miss.
+pub const READ_CACHE_ENTRIES: &str = "exam_results_read_cache_entries";
 /// Always 1, labelled with version and revision.
 pub const BUILD_INFO: &str = "exam_results_build_info";
 /// Client connections open right now.
@@ -251,6 +257,16 @@ pub fn record_pool(in_use: u32, idle: u32, max: u32) {
     gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
     gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
     gauge!(POOL_MAX_CONNECTIONS).set(f64::from(max));
+}
+
+/// Counts one in-process cache lookup.
+pub fn record_cache_lookup(cache: &'static str, outcome: &'static str) {
+    counter!(READ_CACHE_LOOKUPS, "cache" => cache, "outcome" => outcome).increment(1);
+}
+
+/// Publishes an in-process cache's entry count.
+pub fn record_cache_entries(cache: &'static str, entries: u64) {
+    gauge!(READ_CACHE_ENTRIES, "cache" => cache).set(entries as f64);
 }
 
 /// Publishes the replica's measured lag.

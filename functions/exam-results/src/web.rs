@@ -1,6 +1,13 @@
 //! What browsers get: the results page (served by results-page) and the one
 //! CORS header public functions add so that page may read get-result.
 //!
+//! CORS: a function whose manifest entry says `auth: public` adds
+//! `Access-Control-Allow-Origin: <CORS_ALLOW_ORIGIN>` (and exposes
+//! `Retry-After`) to its replies, errors and 429s included, but never to a
+//! reply to a request that carries `Authorization` (a staff read of a
+//! public function is not for other origins' scripts). Write and read-token
+//! functions never add it.
+//!
 //! The page is one HTML document with its CSS and JavaScript inline (one
 //! request, no third-party requests, system fonts). Its text lives only in
 //! `web/text.json`, one table per language, embedded at build time; the
@@ -10,6 +17,7 @@
 //! same document, result included.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
@@ -17,9 +25,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use warp::http::{header, HeaderValue};
 use warp::reply::Response;
+use warp::Filter;
 
 use crate::config::{Auth, Config, ConfigError};
+use crate::http::raw_header;
 use crate::model::ExamResult;
+use crate::statistics::Grading;
 
 /// The language of the page when the visitor names none the table has.
 pub const DEFAULT_LANG: &str = "en";
@@ -47,10 +58,6 @@ pub struct Web {
     pub api_url: String,
     /// `Cache-Control: max-age` of the page.
     pub cache_seconds: u64,
-    /// Pass at or above these marks, when configured.
-    pub pass_mark: Option<i32>,
-    /// Grade bands, highest first: (lowest marks, grade).
-    pub grade_bands: Vec<(i32, String)>,
 }
 
 impl Web {
@@ -68,37 +75,37 @@ impl Web {
                 .trim()
                 .to_owned(),
             cache_seconds: config.page_cache_seconds,
-            pass_mark: config.pass_mark,
-            grade_bands: config
-                .grade_bands
-                .as_deref()
-                .map(|bands| parse_bands(bands).unwrap_or_default())
-                .unwrap_or_default(),
         })
     }
+}
 
-    /// Adds `Access-Control-Allow-Origin` (and exposes `Retry-After`) to a
-    /// public function's reply when configured. Write and token functions
-    /// never get it: their replies are not for other origins' scripts.
-    pub fn cors(&self, auth: Auth, mut response: Response) -> Response {
-        if let (Auth::Public, Some(origin)) = (auth, &self.cors_allow_origin) {
-            let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("retry-after"),
-            );
-        }
-        response
-    }
+/// The origin a request's reply may name in `Access-Control-Allow-Origin`:
+/// `CORS_ALLOW_ORIGIN` for a public function's request without
+/// `Authorization`, else none (see the module's documentation).
+pub fn cors_origin(
+    auth: Auth,
+    web: &Web,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    let origin = match auth {
+        Auth::Public => web.cors_allow_origin.clone(),
+        Auth::ReadToken | Auth::WriteToken => None,
+    };
+    raw_header(header::AUTHORIZATION.as_str()).map(move |authorization: Option<HeaderValue>| {
+        origin.clone().filter(|_| authorization.is_none())
+    })
+}
 
-    /// The grade of `marks`, if bands are configured.
-    pub fn grade(&self, marks: i32) -> Option<&str> {
-        self.grade_bands
-            .iter()
-            .find(|(lowest, _)| marks >= *lowest)
-            .map(|(_, grade)| grade.as_str())
+/// Adds `origin` (from [`cors_origin`]) to `response`, exposing `Retry-After`.
+pub fn with_cors(origin: Option<HeaderValue>, mut response: Response) -> Response {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after"),
+        );
     }
+    response
 }
 
 /// Checks the browser-facing variables (called from [`Config`]'s validation).
@@ -119,9 +126,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    if let Some(bands) = &config.grade_bands {
-        parse_bands(bands).map_err(|problem| ConfigError::new("GRADE_BANDS", problem))?;
-    }
     Ok(())
 }
 
@@ -137,30 +141,6 @@ fn is_origin(value: &str) -> bool {
         && rest
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-}
-
-/// `80:A+,70:A,0:F` into bands, highest first.
-fn parse_bands(text: &str) -> Result<Vec<(i32, String)>, String> {
-    let mut bands = Vec::new();
-    for band in text.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        let (lowest, grade) = band
-            .split_once(':')
-            .ok_or_else(|| format!("`{band}` is not lowest-marks:grade"))?;
-        let lowest: i32 = lowest
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{lowest}` is not a whole number"))?;
-        let grade = grade.trim();
-        if grade.is_empty() || grade.len() > 16 {
-            return Err(format!("grade `{grade}` must be 1 to 16 characters"));
-        }
-        bands.push((lowest, grade.to_owned()));
-    }
-    if bands.is_empty() {
-        return Err("lists no band".into());
-    }
-    bands.sort_by_key(|band| std::cmp::Reverse(band.0));
-    Ok(bands)
 }
 
 /// The visitor's language: `?lang=` if the table has it, else the first
@@ -210,13 +190,21 @@ pub enum Outcome<'a> {
     Message(&'static str, &'a [(&'static str, String)]),
 }
 
-/// The page in `lang`, the form holding `year` and `roll`, showing `outcome`.
-pub fn render(web: &Web, lang: &str, year: &str, roll: &str, outcome: Outcome<'_>) -> String {
+/// The page in `lang`, the form holding `year` and `roll`, showing `outcome`
+/// (a result with its pass or fail and grade from `grading`).
+pub fn render(
+    web: &Web,
+    grading: &Grading,
+    lang: &str,
+    year: &str,
+    roll: &str,
+    outcome: Outcome<'_>,
+) -> String {
     let table = &texts()[lang];
     let text = |key: &str| table.get(key).map_or("", String::as_str);
     let (out_class, out) = match outcome {
         Outcome::Empty => ("", String::new()),
-        Outcome::Found(result) => ("", result_html(web, text, result)),
+        Outcome::Found(result) => ("", result_html(grading, text, result)),
         Outcome::Message(key, values) => {
             let mut message = text(key).to_owned();
             for (name, value) in values {
@@ -240,7 +228,7 @@ pub fn render(web: &Web, lang: &str, year: &str, roll: &str, outcome: Outcome<'_
         "lang" => lang.to_owned(),
         "css" => CSS.to_owned(),
         "js" => JS.to_owned(),
-        "config" => script_config(web, table),
+        "config" => script_config(web, grading, table),
         "exam_year" => escape(year),
         "roll_number" => escape(roll),
         "out_class" => out_class.to_owned(),
@@ -251,18 +239,24 @@ pub fn render(web: &Web, lang: &str, year: &str, roll: &str, outcome: Outcome<'_
 }
 
 /// The result as the page's script also builds it: a heading and a list.
-fn result_html<'t>(web: &Web, text: impl Fn(&str) -> &'t str, result: &ExamResult) -> String {
+fn result_html<'t>(
+    grading: &Grading,
+    text: impl Fn(&str) -> &'t str,
+    result: &ExamResult,
+) -> String {
+    let outcome = if result.marks >= grading.pass_mark {
+        "pass"
+    } else {
+        "fail"
+    };
     let mut rows = vec![
         (text("roll"), result.roll_number.to_string()),
         (text("year"), result.exam_year.to_string()),
         (text("marks"), result.marks.to_string()),
+        (text("outcome"), text(outcome).to_owned()),
     ];
-    if let Some(pass) = web.pass_mark {
-        let outcome = if result.marks >= pass { "pass" } else { "fail" };
-        rows.push((text("outcome"), text(outcome).to_owned()));
-    }
-    if let Some(grade) = web.grade(result.marks) {
-        rows.push((text("grade"), grade.to_owned()));
+    if let Some(band) = grading.bands.iter().find(|b| result.marks >= b.min_marks) {
+        rows.push((text("grade"), band.grade.clone()));
     }
     let rows: String = rows
         .iter()
@@ -272,18 +266,23 @@ fn result_html<'t>(web: &Web, text: impl Fn(&str) -> &'t str, result: &ExamResul
 }
 
 /// The page script's settings and text, as JSON safe inside `<script>`.
-fn script_config(web: &Web, table: &Table) -> String {
+fn script_config(web: &Web, grading: &Grading, table: &Table) -> String {
     #[derive(Serialize)]
     struct ScriptConfig<'a> {
         api: &'a str,
-        pass: Option<i32>,
-        bands: &'a [(i32, String)],
+        pass: i32,
+        /// (lowest marks, grade), highest first.
+        bands: Vec<(i32, &'a str)>,
         t: &'a Table,
     }
     serde_json::to_string(&ScriptConfig {
         api: &web.api_url,
-        pass: web.pass_mark,
-        bands: &web.grade_bands,
+        pass: grading.pass_mark,
+        bands: grading
+            .bands
+            .iter()
+            .map(|b| (b.min_marks, b.grade.as_str()))
+            .collect(),
         t: table,
     })
     .expect("serializable")
@@ -361,7 +360,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_of_the_template_is_filled() {
-        let page = render(&Web::default(), "bn", "", "", Outcome::Empty);
+        let page = render(&Web::default(), &grading(), "bn", "", "", Outcome::Empty);
         assert!(!page.contains("{{"), "{page}");
         assert!(page.contains("lang=\"bn\"") && page.contains("পরীক্ষার ফলাফল"));
     }
@@ -374,17 +373,6 @@ mod tests {
         assert_eq!(choose_lang(None, Some(b"bn;q=0, en")), "en");
         assert_eq!(choose_lang(None, Some(b"\xff")), DEFAULT_LANG);
         assert_eq!(choose_lang(None, None), DEFAULT_LANG);
-    }
-
-    #[test]
-    fn grade_bands_parse_highest_first_and_refuse_nonsense() {
-        assert_eq!(
-            parse_bands("0:F, 80:A+,50:C").unwrap(),
-            vec![(80, "A+".into()), (50, "C".into()), (0, "F".into())]
-        );
-        for bad in ["", "A", "x:A", "50:"] {
-            assert!(parse_bands(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -404,10 +392,11 @@ mod tests {
 
     #[test]
     fn script_config_cannot_close_its_script_element() {
-        let web = Web {
-            grade_bands: vec![(0, "</script>".into())],
-            ..Web::default()
-        };
-        assert!(!script_config(&web, &texts()["en"]).contains("</"));
+        let grading = Grading::new(40, "</script>:0").unwrap();
+        assert!(!script_config(&Web::default(), &grading, &texts()["en"]).contains("</"));
+    }
+
+    fn grading() -> Grading {
+        Grading::new(40, "A:80,U:0").unwrap()
     }
 }

@@ -111,6 +111,7 @@ activationScale: activation-scale
 {{- $name := .meta.name -}}
 {{- $access := .meta.access -}}
 {{- $auth := .meta.auth | default "public" -}}
+{{- $staff := .meta.staff -}}
 {{- $fn := .fn -}}
 {{- $d := $root.Values.functionDefaults -}}
 {{- $secret := $root.Values.database.existingSecret -}}
@@ -166,20 +167,28 @@ containers:
       - name: DATABASE_URL
         value: {{ printf "postgres://$(DATABASE_USER)@%s:%d/%s" $pgb $pgbPort $rw | quote }}
       {{- end }}
-      {{- /* functions.yaml's auth: which tokens the function accepts, or the per-client limit of a public one */}}
+      {{- /* functions.yaml's auth: which tokens the function accepts (read tokens also
+             for a public function whose staff read unpublished years), or the
+             per-client limit of a public one */}}
       {{- if eq $auth "write-token" }}
       - name: WRITE_TOKENS
         valueFrom:
           secretKeyRef:
             name: {{ $root.Values.writeTokens.existingSecret }}
             key: {{ $root.Values.writeTokens.key }}
-      {{- else if eq $auth "read-token" }}
+      {{- end }}
+      {{- if or (eq $auth "read-token") (eq ($staff | default "") "read-token") }}
       - name: READ_TOKENS
         valueFrom:
           secretKeyRef:
             name: {{ $root.Values.readTokens.existingSecret }}
             key: {{ $root.Values.readTokens.key }}
-      {{- else }}
+      {{- end }}
+      {{- if eq $auth "public" }}
+      {{- with $d.corsAllowOrigin }}
+      - name: CORS_ALLOW_ORIGIN
+        value: {{ . | quote }}
+      {{- end }}
       {{- $rl := $d.rateLimit }}
       - name: RATE_LIMIT_PER_SECOND
         value: {{ $rl.perSecond | toString | quote }}

@@ -1,5 +1,5 @@
 //! `POST /results`: creates a result. Write token; writes to the primary.
-//! 201 with `Location`, 409 if the key exists, 422 naming the year if the
+//! 201 with `Location`, `ETag` and the write's consistency token, 409 if the key exists, 422 naming the year if the
 //! year has no partition yet.
 
 use warp::filters::BoxedFilter;
@@ -7,10 +7,11 @@ use warp::http::{header, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{respond, result_reply, with_state, Function, RESULTS};
+use super::{perform, recorded_result, respond, with_state, Function, RESULTS};
 use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::http::{authorized_writer, json_body};
+use crate::db::{Write, Written};
+use crate::http::{authorized_writer, idempotency_key, json_body};
 use crate::model::NewResult;
 use crate::state::AppState;
 
@@ -32,18 +33,35 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(FUNCTION.allowed())
         .and(authorized_writer(&state))
         .and(json_body::<NewResult>())
+        .and(idempotency_key())
         .and(with_state(state))
         .then(create_result)
         .map(respond)
         .boxed()
 }
 
-async fn create_result(new: NewResult, state: AppState) -> Result<Response, ApiError> {
+async fn create_result(
+    new: NewResult,
+    idempotency_key: Option<String>,
+    state: AppState,
+) -> Result<Response, ApiError> {
     let result = new.validate(state.years)?;
-    let stored = state.db.insert(&result).await?;
-    let mut response = result_reply(&stored, StatusCode::CREATED);
-    if let Ok(value) = stored.key().location().parse() {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    let request = || {
+        format!(
+            "POST {} {}",
+            RESULTS.template(),
+            serde_json::to_string(&result).unwrap_or_default()
+        )
+    };
+    perform(&state, Write::Insert(&result), idempotency_key, request, |written| match written {
+        Written::Stored(stored) => {
+            let mut recorded = recorded_result(&stored, StatusCode::CREATED);
+            recorded
+                .headers
+                .push((header::LOCATION.to_string(), stored.key().location()));
+            Ok(recorded)
+        }
+        other => Err(ApiError::Internal(format!("an insert answered {other:?}"))),
+    })
+    .await
 }

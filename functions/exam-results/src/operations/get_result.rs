@@ -1,16 +1,22 @@
 //! `GET /results/{exam_year}/{roll_number}`: the results-day hot path.
-//! Public; served from a replica; `ETag` and `If-None-Match` supported.
+//! Public once the year is published (staff with a read or write token
+//! before); served from a replica, through the in-process cache for
+//! published data; `ETag`, `If-None-Match` and `Cache-Control` (see
+//! [`crate::read_cache`]). A read presenting a write's consistency token
+//! sees that write (see [`AppState::read`]) and skips the in-process cache.
 
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{etag, respond, result_key, result_reply, with_state, Function, RESULT};
+use super::{etag, result_key, result_reply, with_state, Function, RESULT};
 use crate::config::{Access, Auth};
+use crate::db::Lsn;
 use crate::error::ApiError;
-use crate::http::raw_header;
-use crate::model::ResultKey;
+use crate::http::{consistency_token, raw_header};
+use crate::model::{ExamResult, ResultKey};
+use crate::publication::{serve_read, viewer, Audience, Viewer};
 use crate::state::AppState;
 
 /// The get-result function.
@@ -31,30 +37,61 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(FUNCTION.allowed())
         .and(result_key(state.years))
         .and(raw_header(header::IF_NONE_MATCH.as_str()))
+        .and(consistency_token())
+        .and(viewer(&state))
         .and(with_state(state))
         .then(get_result)
-        .map(respond)
         .boxed()
 }
 
 async fn get_result(
     key: ResultKey,
     if_none_match: Option<HeaderValue>,
+    at: Option<Lsn>,
+    viewer: Viewer,
     state: AppState,
-) -> Result<Response, ApiError> {
-    let result = state
-        .read(|db| async move { db.get(key).await })
-        .await?
-        .ok_or(ApiError::NoResult(key))?;
-    let tag = etag(&result);
+) -> Response {
+    let state = &state;
+    serve_read(state, viewer, key.exam_year, |audience| async move {
+        let result = read(state, key, audience, at)
+            .await?
+            .ok_or(ApiError::NoResult(key))?;
+        Ok(conditional_reply(&result, if_none_match))
+    })
+    .await
+}
+
+/// The result: published data through the in-process cache, staff reads
+/// and reads at a consistency token straight from the database.
+async fn read(
+    state: &AppState,
+    key: ResultKey,
+    audience: Audience,
+    at: Option<Lsn>,
+) -> Result<Option<ExamResult>, ApiError> {
+    let query = || state.read(|db| async move { db.get(key, at).await });
+    match audience {
+        Audience::Public if at.is_none() => {
+            state
+                .read_cache
+                .result((key.exam_year, key.roll_number), query)
+                .await
+        }
+        Audience::Public | Audience::Private => query().await,
+    }
+}
+
+/// 304 when `If-None-Match` names the current tag, else the result.
+fn conditional_reply(result: &ExamResult, if_none_match: Option<HeaderValue>) -> Response {
+    let tag = etag(result);
     if if_none_match.is_some_and(|header| matches_etag(header.as_bytes(), &tag)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(value) = tag.parse() {
             response.headers_mut().insert(header::ETAG, value);
         }
-        return Ok(response);
+        return response;
     }
-    Ok(result_reply(&result, StatusCode::OK))
+    result_reply(result, StatusCode::OK)
 }
 
 /// `If-None-Match` uses weak comparison: `W/` prefixes are ignored, `*`

@@ -3,14 +3,15 @@
 //! institutions, not the public); served from a replica.
 
 use warp::filters::BoxedFilter;
-use warp::http::Method;
+use warp::http::{header, Method};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::{respond, with_state, Function, RESULTS};
 use crate::config::{Access, Auth};
 use crate::error::ApiError;
-use crate::http::authorized_reader;
+use crate::db::Lsn;
+use crate::http::{authorized_reader, consistency_token};
 use crate::model::{ListQuery, Page, YearRange};
 use crate::state::AppState;
 
@@ -32,6 +33,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(FUNCTION.allowed())
         .and(authorized_reader(&state))
         .and(list_query(state.years))
+        .and(consistency_token())
         .and(with_state(state))
         .then(list_results)
         .map(respond)
@@ -49,12 +51,23 @@ fn list_query(years: YearRange) -> impl Filter<Extract = (ListQuery,), Error = R
         })
 }
 
-async fn list_results(query: ListQuery, state: AppState) -> Result<Response, ApiError> {
-    let (items, more) = state.read(|db| async move { db.list(query).await }).await?;
+async fn list_results(
+    query: ListQuery,
+    at: Option<Lsn>,
+    state: AppState,
+) -> Result<Response, ApiError> {
+    let (items, more) = state
+        .read(|db| async move { db.list(query, at).await })
+        .await?;
     let next_after = if more {
         items.last().map(|r| r.roll_number)
     } else {
         None
     };
-    Ok(warp::reply::json(&Page { items, next_after }).into_response())
+    // Only staff list, so a listing is never stored by a shared cache.
+    let mut response = warp::reply::json(&Page { items, next_after }).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, crate::read_cache::PRIVATE);
+    Ok(response)
 }

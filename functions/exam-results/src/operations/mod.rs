@@ -25,9 +25,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::config::{Access, Auth};
+use crate::db::{Keyed, Once, Recorded, Write, Written};
 use crate::error::ApiError;
 use crate::http;
-use crate::model::{ExamResult, ResultKey, YearRange};
+use crate::model::{ExamResult, ResultKey, YearRange, MAX_MARKS};
 use crate::route::Route;
 use crate::state::AppState;
 
@@ -49,6 +50,10 @@ operations!(
     list_results,
     update_result,
     delete_result,
+    create_results_batch,
+    set_publication,
+    get_publication,
+    get_statistics,
     results_page
 );
 
@@ -56,6 +61,12 @@ operations!(
 pub const RESULT: Route = Route::new("/results/{exam_year}/{roll_number}");
 /// The collection of results: `/results`.
 pub const RESULTS: Route = Route::new("/results");
+/// Batch loads of results: `/results/batches`.
+pub const BATCHES: Route = Route::new("/results/batches");
+/// A year's publication time: `/publications/{exam_year}`.
+pub const PUBLICATION: Route = Route::new("/publications/{exam_year}");
+/// A year's statistics: `/results/{exam_year}/statistics`.
+pub const STATISTICS: Route = Route::new("/results/{exam_year}/statistics");
 
 /// One function: its own binary and Knative Service. Its fields are the ones
 /// of its entry in `knative/exam-results/functions.yaml`.
@@ -149,6 +160,24 @@ pub fn result_key(
         })
 }
 
+/// The exam year in the path of a one-parameter `route` such as
+/// [`PUBLICATION`]: 400 if not a number, 404 if not canonical, 422 if out
+/// of range; 400 if the URL has a query string.
+pub fn year_param(
+    route: Route,
+    years: YearRange,
+) -> impl Filter<Extract = (i32,), Error = Rejection> + Clone {
+    http::no_query()
+        .and(warp::path::full())
+        .and_then(move |path: warp::path::FullPath| {
+            let year = match route.params::<1>(path.as_str()) {
+                Some([year]) => years.from_path(year).map_err(Rejection::from),
+                None => Err(warp::reject::not_found()),
+            };
+            async move { year }
+        })
+}
+
 /// Collapses a handler's outcome into a response.
 pub fn respond(outcome: Result<Response, ApiError>) -> Response {
     outcome.unwrap_or_else(ApiError::into_response)
@@ -163,6 +192,151 @@ pub fn result_reply(result: &ExamResult, status: StatusCode) -> Response {
             .insert(warp::http::header::ETAG, value);
     }
     response
+}
+
+/// Performs a write and answers it: with `key` (an `Idempotency-Key`) once
+/// per key and request (see [`Database::write_once`](crate::db::Database::write_once)),
+/// a repeat replaying the first response with `Idempotent-Replayed: true`.
+/// `request` describes the request canonically (method, path, validated
+/// body, conditions): a key sent again with another request is a 422.
+/// `reply` turns what the write did into the response, or a refusal.
+pub async fn perform(
+    state: &AppState,
+    write: Write<'_>,
+    key: Option<String>,
+    request: impl FnOnce() -> String,
+    reply: impl FnOnce(Written) -> Result<Recorded, ApiError>,
+) -> Result<Response, ApiError> {
+    let (recorded, replayed) = match key {
+        None => (reply(state.db.write(write).await?)?, false),
+        Some(key) => {
+            let once = Once {
+                key,
+                request: digest(&request()),
+                ttl: state.idempotency_ttl,
+            };
+            match state.db.write_once(write, &once, reply).await?? {
+                Keyed::Fresh(recorded) => (recorded, false),
+                Keyed::Replayed(recorded) => (recorded, true),
+            }
+        }
+    };
+    let mut response = replay(recorded);
+    if replayed {
+        response.headers_mut().insert(
+            http::IDEMPOTENT_REPLAYED,
+            warp::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(committed(response, state).await)
+}
+
+/// SHA-256 of a canonical request description, in hex.
+pub fn digest(request: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(request.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A result as JSON with its `ETag`, as recorded for an idempotency key.
+pub fn recorded_result(result: &ExamResult, status: StatusCode) -> Recorded {
+    Recorded {
+        status: status.as_u16(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("etag".into(), etag(result)),
+        ],
+        body: serde_json::to_vec(result).unwrap_or_default(),
+    }
+}
+
+/// The response a recorded one stands for.
+pub fn replay(recorded: Recorded) -> Response {
+    let mut response = Response::new(recorded.body.into());
+    *response.status_mut() = StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::OK);
+    for (name, value) in recorded.headers {
+        if let (Ok(name), Ok(value)) = (
+            warp::http::HeaderName::from_bytes(name.as_bytes()),
+            warp::http::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A write's reply, with the consistency token of its commit (a position at
+/// or after it, read from the primary once the write has committed). If the
+/// position cannot be read the write still stands: the reply goes without a
+/// token, and the cause is logged.
+pub async fn committed(mut response: Response, state: &AppState) -> Response {
+    match state.db.current_lsn().await {
+        Ok(lsn) => http::set_consistency_token(&mut response, lsn),
+        Err(err) => tracing::warn!(error = %err, "write committed; its WAL position is unknown"),
+    }
+    response
+}
+
+/// An `If-Match` condition (RFC 9110 §13.1.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: any current representation.
+    Any,
+    /// A list of entity tags, compared strongly (a weak tag never matches).
+    Tags(Vec<Vec<u8>>),
+}
+
+/// The request's `If-Match` condition, every field line combined; `None`
+/// when absent. A value that is not a list of entity tags matches nothing.
+pub fn if_match() -> impl Filter<Extract = (Option<IfMatch>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        let mut tags = Vec::new();
+        let mut any = false;
+        let mut present = false;
+        for value in headers.get_all(warp::http::header::IF_MATCH) {
+            present = true;
+            for tag in value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
+                match tag {
+                    b"*" => any = true,
+                    b"" => {}
+                    tag => tags.push(tag.to_vec()),
+                }
+            }
+        }
+        match (present, any) {
+            (false, _) => None,
+            (true, true) => Some(IfMatch::Any),
+            (true, false) => Some(IfMatch::Tags(tags)),
+        }
+    })
+}
+
+/// The marks a result with `key` may currently have for `condition` to
+/// hold: `None` for no condition or `*` (any existing result), otherwise
+/// the marks whose entity tag is listed (possibly none). The tag is a
+/// function of the content, and the key is fixed, so this set is exact.
+pub fn expected_marks(key: ResultKey, condition: Option<&IfMatch>) -> Option<Vec<i32>> {
+    let Some(IfMatch::Tags(tags)) = condition else {
+        return None;
+    };
+    Some(
+        (0..=MAX_MARKS)
+            .filter(|marks| {
+                let tag = etag(&ExamResult {
+                    roll_number: key.roll_number,
+                    exam_year: key.exam_year,
+                    marks: *marks,
+                });
+                tags.iter().any(|listed| listed == tag.as_bytes())
+            })
+            .collect(),
+    )
 }
 
 /// A strong entity tag over the result's content (FNV-1a, stable across builds and pods).
@@ -209,5 +383,30 @@ mod tests {
         assert_ne!(etag(&a), etag(&b));
         assert_eq!(etag(&a), etag(&a.clone()));
         assert!(etag(&a).starts_with('"'));
+    }
+
+    #[test]
+    fn if_match_names_exactly_the_marks_whose_tag_it_lists() {
+        let key = ResultKey {
+            exam_year: 2024,
+            roll_number: 7,
+        };
+        let tag = |marks| {
+            etag(&ExamResult {
+                roll_number: 7,
+                exam_year: 2024,
+                marks,
+            })
+            .into_bytes()
+        };
+        assert_eq!(expected_marks(key, None), None);
+        assert_eq!(expected_marks(key, Some(&IfMatch::Any)), None);
+        let listed = IfMatch::Tags(vec![tag(40), b"\"nope\"".to_vec(), tag(90)]);
+        assert_eq!(expected_marks(key, Some(&listed)), Some(vec![40, 90]));
+        let weak = [b"W/".as_slice(), &tag(40)].concat();
+        assert_eq!(
+            expected_marks(key, Some(&IfMatch::Tags(vec![weak]))),
+            Some(vec![])
+        );
     }
 }

@@ -1,15 +1,21 @@
 //! `PUT /results/{exam_year}/{roll_number}` with `{"marks"}`: corrects a
-//! result. Write token; writes to the primary. 404 when absent.
+//! result. Write token; writes to the primary. 404 when absent; 412 with the
+//! current `ETag` when `If-Match` names none of its tags. The reply carries
+//! the new `ETag` and the write's consistency token.
 
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{respond, result_key, result_reply, with_state, Function, RESULT};
+use super::{
+    etag, expected_marks, if_match, perform, recorded_result, respond, result_key, with_state,
+    Function, IfMatch, RESULT,
+};
 use crate::config::{Access, Auth};
+use crate::db::{Write, Written};
 use crate::error::ApiError;
-use crate::http::{authorized_writer, json_body};
+use crate::http::{authorized_writer, idempotency_key, json_body};
 use crate::model::{MarksUpdate, ResultKey};
 use crate::state::AppState;
 
@@ -32,6 +38,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(authorized_writer(&state))
         .and(result_key(state.years))
         .and(json_body::<MarksUpdate>())
+        .and(if_match())
+        .and(idempotency_key())
         .and(with_state(state))
         .then(update_result)
         .map(respond)
@@ -41,13 +49,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 async fn update_result(
     key: ResultKey,
     update: MarksUpdate,
+    condition: Option<IfMatch>,
+    idempotency_key: Option<String>,
     state: AppState,
 ) -> Result<Response, ApiError> {
     let marks = update.validate()?;
-    let updated = state
-        .db
-        .update(key, marks)
-        .await?
-        .ok_or(ApiError::NoResult(key))?;
-    Ok(result_reply(&updated, StatusCode::OK))
+    let expected = expected_marks(key, condition.as_ref());
+    let write = Write::Update {
+        key,
+        marks,
+        expected: expected.as_deref(),
+    };
+    let request = || format!("PUT {} {marks} {condition:?}", key.location());
+    perform(&state, write, idempotency_key, request, |written| match written {
+        Written::Stored(updated) => Ok(recorded_result(&updated, StatusCode::OK)),
+        Written::Mismatch(current) => Err(ApiError::PreconditionFailed(etag(&current))),
+        Written::Absent | Written::Deleted => Err(ApiError::NoResult(key)),
+    })
+    .await
 }

@@ -1,7 +1,8 @@
 //! The bad-input suite: every row of `bad_input.txt` is sent as raw bytes
 //! on a new TCP connection to the real function it names, and its status and
 //! error code are checked. Whatever a row expects, every error response must
-//! be a JSON error with a request id, and no row may get a 500.
+//! be a JSON error (or, where the row says `html`, the results page showing
+//! an error) with a request id, and no row may get a 500.
 //!
 //! # The table (`tests/api/bad_input.txt`)
 //!
@@ -13,11 +14,13 @@
 //! ```
 //!
 //! - `function`: `create`, `get`, `list`, `update`, `delete` (from
-//!   functions.yaml, without `-result(s)`), or `all` for a case every function
-//!   must answer the same way.
+//!   functions.yaml, without `-result(s)`), or `all` for a case each of
+//!   these five must answer the same way; `page` for results-page.
 //! - `status`: the HTTP status, or `closed` when the connection must be
 //!   closed without any response (within 3 s).
-//! - `code`: the JSON error code, or `-` when the body is not an error.
+//! - `code`: the JSON error code, `-` when the body is not an error, or
+//!   `html` for the results page showing an error in its output region
+//!   (the answer to its form without JavaScript).
 //! - request: the bytes as sent, with `\r`, `\n`, `\t`, `\0`, `\\`, `\xHH`
 //!   escapes, `{token}` for a valid write token, `{read_token}` for a valid
 //!   read token (list-results), and `{repeat:TEXT:N}` for
@@ -36,14 +39,21 @@ use futures_util::StreamExt;
 
 use crate::raw::RawConn;
 use crate::support::{
-    repo_root, shared_cluster, spawn_with, Spawn, TestApp, CREATE, DELETE, GET, LIST, READ_TOKEN,
-    TOKEN, UPDATE,
+    repo_root, shared_cluster, spawn_with, Spawn, TestApp, CREATE, DELETE, GET, LIST, PAGE,
+    READ_TOKEN, TOKEN, UPDATE,
 };
 
 /// Results in the suite's database: (roll_number, exam_year, marks).
 const SEEDED: [(i64, i32, i32); 3] = [(100000001, 2024, 70), (100000002, 2024, 55), (7, 2025, 40)];
 
+/// The functions `all` stands for.
 const FUNCTIONS: [&str; 5] = ["create", "get", "list", "update", "delete"];
+
+/// Every function the table may name: `all`'s and the results page.
+const NAMED: [&str; 6] = ["create", "get", "list", "update", "delete", "page"];
+
+/// What a row's `html` code asks for: the page's output region showing an error.
+const HTML_ERROR: &str = "<section id=\"out\" class=\"err\"";
 
 struct Case {
     line: usize,
@@ -81,7 +91,7 @@ fn table() -> Vec<Case> {
         let request = expand(request, line);
         let functions: Vec<&'static str> = match function.trim() {
             "all" => FUNCTIONS.to_vec(),
-            name => vec![FUNCTIONS
+            name => vec![NAMED
                 .into_iter()
                 .find(|f| *f == name)
                 .unwrap_or_else(|| panic!("bad_input.txt:{line}: unknown function `{name}`"))],
@@ -181,7 +191,16 @@ async fn run(case: &Case, app: &TestApp) -> Result<(), String> {
         };
     };
     let reply = reply.ok_or("no response (connection closed or timed out)")?;
-    let code = reply.error_code();
+    let html = case.code.as_deref() == Some("html");
+    let code = if html {
+        let page = reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"));
+        let body = String::from_utf8_lossy(&reply.body);
+        (page && body.contains(HTML_ERROR)).then(|| "html".to_owned())
+    } else {
+        reply.error_code()
+    };
     let mut problems = Vec::new();
     if reply.status != expected {
         problems.push(format!("status {} (expected {expected})", reply.status));
@@ -192,7 +211,7 @@ async fn run(case: &Case, app: &TestApp) -> Result<(), String> {
     if reply.status >= 400 {
         if code.is_none() {
             problems.push(format!(
-                "not a JSON error body: {:?}",
+                "not a JSON error body (nor the page showing an error): {:?}",
                 String::from_utf8_lossy(&reply.body)
             ));
         }
@@ -238,7 +257,7 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
     let cluster = shared_cluster();
     let database = cluster.fresh_database().await;
     let mut apps = Vec::new();
-    for function in [CREATE, GET, LIST, UPDATE, DELETE] {
+    for function in [CREATE, GET, LIST, UPDATE, DELETE, PAGE] {
         apps.push(
             spawn_with(
                 function,
@@ -257,7 +276,7 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
         );
     }
     apps[0].insert_rows(cluster, &SEEDED).await;
-    let app_of = |function: &str| &apps[FUNCTIONS.iter().position(|f| *f == function).unwrap()];
+    let app_of = |function: &str| &apps[NAMED.iter().position(|f| *f == function).unwrap()];
 
     let failures: Vec<String> = futures_util::stream::iter(&cases)
         .map(|case| async move {

@@ -16,7 +16,7 @@ async fn metrics_are_served_on_their_own_port_with_a_real_histogram() {
         &exam_results::Config::from_iter(
             [(
                 "DATABASE_URL".to_string(),
-                shared_cluster().pooled_url(&app.database),
+                shared_cluster().reader_url(&app.database),
             )],
             exam_results::Auth::Public,
         )

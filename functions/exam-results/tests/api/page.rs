@@ -1,11 +1,16 @@
-//! The results page (results-page) and the CORS header its script relies on
-//! (get-result). The same page in a real browser: functions/results-page/tests/browser.
+//! The results page (results-page): its no-JavaScript form behind the
+//! publication gate, and the CORS header its script relies on (public
+//! functions). The same page in a real browser: functions/results-page/tests/browser.
 
-use exam_results::Function;
+use exam_results::operations::ALL;
+use exam_results::{Auth, Function};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
 
-use crate::support::{shared_cluster, spawn_with, Spawn, TestApp, CREATE, GET, LIST, PAGE};
+use crate::publication::{beside, publish, rfc3339, SET};
+use crate::support::{shared_cluster, spawn, spawn_with, Spawn, TestApp, GET, PAGE, READ_TOKEN};
 
-const ORIGIN: &str = "http://127.0.0.1:8086";
+const ORIGIN: &str = "http://127.0.0.1:8090";
 
 /// `function` over a fresh database of the shared cluster, with `env`.
 async fn serve(function: Function, env: Vec<(&'static str, String)>) -> TestApp {
@@ -37,6 +42,15 @@ async fn text(
     (status, headers, response.text().await.unwrap())
 }
 
+/// The page's output region (what the form answered), without the form.
+fn output(body: &str) -> &str {
+    let start = body
+        .find("<section id=\"out\"")
+        .expect("the page has its output region");
+    let end = start + body[start..].find("</section>").unwrap();
+    &body[start..end]
+}
+
 #[tokio::test]
 async fn the_page_is_cacheable_html_in_the_visitors_language() {
     let app = serve(PAGE, vec![("PAGE_CACHE_SECONDS", "600".into())]).await;
@@ -63,7 +77,7 @@ async fn the_form_without_javascript_is_answered_with_the_result() {
         PAGE,
         vec![
             ("PASS_MARK", "33".into()),
-            ("GRADE_BANDS", "80:A+,33:D,0:F".into()),
+            ("GRADE_BANDS", "A+:80,D:33,F:0".into()),
         ],
     )
     .await;
@@ -73,7 +87,10 @@ async fn the_form_without_javascript_is_answered_with_the_result() {
         text(&app, "/?lang=en&exam_year=2024&roll_number=001001", None).await;
 
     assert_eq!(status, 200);
-    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .starts_with("public, max-age="));
     assert!(
         body.contains("<dt>Roll number</dt><dd>1001</dd><dt>Exam year</dt><dd>2024</dd><dt>Marks</dt><dd>91</dd><dt>Outcome</dt><dd>Pass</dd><dt>Grade</dt><dd>A+</dd>"),
         "{body}"
@@ -110,18 +127,153 @@ async fn the_form_says_not_found_and_refuses_bad_input_in_html() {
 }
 
 #[tokio::test]
-async fn a_configured_origin_may_read_public_replies_only() {
+async fn an_unpublished_year_shows_its_publication_time_and_never_whether_a_roll_number_exists() {
+    let set = spawn(SET).await;
+    set.insert_rows(shared_cluster(), &[(7, 2027, 64)]).await;
+    let page = beside(&set, PAGE, &[]).await;
+    let at = (OffsetDateTime::now_utc() + time::Duration::hours(2))
+        .replace_nanosecond(0)
+        .unwrap();
+    assert_eq!(publish(&set, 2027, json!(rfc3339(at))).await.status, 200);
+
+    let (status, headers, existing) =
+        text(&page, "/?lang=en&exam_year=2027&roll_number=7", None).await;
+    let (absent_status, absent_headers, absent) =
+        text(&page, "/?lang=en&exam_year=2027&roll_number=8", None).await;
+
+    assert_eq!((status, absent_status), (404, 404));
+    let when = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    );
+    assert!(
+        output(&existing).contains(&format!(
+            "Results for 2027 are not published yet. They will be published on {when}."
+        )),
+        "{existing}"
+    );
+    assert!(
+        !existing.contains("<dd>64</dd>"),
+        "no marks before publication"
+    );
+    assert_eq!(
+        output(&existing),
+        output(&absent),
+        "nothing says which roll number exists"
+    );
+    for headers in [&headers, &absent_headers] {
+        assert_eq!(headers["cache-control"], "private, no-store");
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((7190..=7200).contains(&retry), "Retry-After {retry}");
+    }
+    let (_, _, bangla) = text(&page, "/?lang=bn&exam_year=2027&roll_number=7", None).await;
+    assert!(output(&bangla).contains(&when), "{bangla}");
+}
+
+#[tokio::test]
+async fn a_withdrawn_year_is_not_published_and_names_no_time() {
+    let set = spawn(SET).await;
+    set.insert_rows(shared_cluster(), &[(7, 2026, 64)]).await;
+    let page = beside(&set, PAGE, &[]).await;
+    assert_eq!(publish(&set, 2026, Value::Null).await.status, 200);
+
+    let (status, headers, body) = text(&page, "/?lang=en&exam_year=2026&roll_number=7", None).await;
+
+    assert_eq!(status, 404);
+    assert!(
+        output(&body).contains("Results for 2026 are not published yet."),
+        "{body}"
+    );
+    assert!(!output(&body).contains("They will be published"), "{body}");
+    assert!(headers.get("retry-after").is_none());
+}
+
+#[tokio::test]
+async fn a_year_whose_publication_time_has_passed_shows_the_result() {
+    let set = spawn(SET).await;
+    set.insert_rows(shared_cluster(), &[(7, 2025, 64)]).await;
+    let page = beside(&set, PAGE, &[]).await;
+    let past = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    assert_eq!(publish(&set, 2025, json!(rfc3339(past))).await.status, 200);
+
+    let (status, headers, body) = text(&page, "/?lang=en&exam_year=2025&roll_number=7", None).await;
+
+    assert_eq!(status, 200);
+    assert!(
+        output(&body).contains("<dt>Marks</dt><dd>64</dd>"),
+        "{body}"
+    );
+    assert!(headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .starts_with("public, max-age="));
+}
+
+/// A request path for `function` with sample values in its route.
+fn sample_path(function: &Function) -> String {
+    function
+        .route
+        .template()
+        .replace("{exam_year}", "2024")
+        .replace("{roll_number}", "7")
+}
+
+#[tokio::test]
+async fn a_configured_origin_may_read_public_functions_replies_only() {
     let cluster = shared_cluster();
-    let cors = || {
+    let database = cluster.fresh_database().await;
+    let env = || {
         vec![
             ("CORS_ALLOW_ORIGIN", ORIGIN.to_owned()),
             ("RATE_LIMIT_PER_SECOND", "1".into()),
             ("RATE_LIMIT_BURST", "1".into()),
         ]
     };
-    let get = serve(GET, cors()).await;
-    get.insert_rows(cluster, &[(7, 2024, 70)]).await;
+    // Every function of the manifest (ALL is held equal to functions.yaml):
+    // the header exactly where its entry says `auth: public`.
+    for function in ALL {
+        let app = spawn_with(
+            *function,
+            Spawn {
+                cluster,
+                database: database.clone(),
+                extra_env: env(),
+            },
+        )
+        .await;
+        let reply = app
+            .client
+            .request(function.method.clone(), app.url(&sample_path(function)))
+            .send()
+            .await
+            .unwrap();
+        let expected = (function.auth == Auth::Public).then_some(ORIGIN);
+        assert_eq!(
+            reply
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            expected,
+            "{} answered {}",
+            function.name,
+            reply.status()
+        );
+    }
 
+    let get = spawn_with(
+        GET,
+        Spawn {
+            cluster,
+            database: database.clone(),
+            extra_env: env(),
+        },
+    )
+    .await;
+    get.insert_rows(cluster, &[(7, 2024, 70)]).await;
     let found = get.get(2024, 7).await;
     assert_eq!(found.status, 200);
     assert_eq!(found.header("access-control-allow-origin"), Some(ORIGIN));
@@ -134,20 +286,18 @@ async fn a_configured_origin_may_read_public_replies_only() {
         Some("retry-after")
     );
 
-    for function in [CREATE, LIST] {
-        let app = serve(function, cors()).await;
-        let request = app
-            .client
-            .request(function.method.clone(), app.url("/results"));
-        let reply = app.send(request).await;
-        assert_eq!(reply.status, 401);
-        assert_eq!(
-            reply.header("access-control-allow-origin"),
-            None,
-            "{}",
-            function.name
-        );
-    }
+    // A staff read of a public function is not for other origins' scripts.
+    let staff = serve(GET, vec![("CORS_ALLOW_ORIGIN", ORIGIN.to_owned())]).await;
+    let reply = staff
+        .send(
+            staff
+                .client
+                .get(staff.url("/results/2024/7"))
+                .header("authorization", format!("Bearer {READ_TOKEN}")),
+        )
+        .await;
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+
     let plain = serve(GET, vec![]).await;
     assert_eq!(
         plain

@@ -4,25 +4,25 @@ use std::time::{Duration, Instant};
 
 use crate::support::{spawn_with, Cluster, Spawn, TestApp, GET, REPLICATED_DB};
 
-fn ro_url(cluster: &Cluster) -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}_ro",
-        cluster.bouncer_port
-    )
+/// The replica through PgBouncer, with the read functions' read-only role.
+pub(crate) fn ro_url(cluster: &Cluster) -> String {
+    cluster.reader_url(&format!("{REPLICATED_DB}_ro"))
 }
 
-fn primary_url(cluster: &Cluster) -> String {
-    format!(
-        "postgres://postgres@127.0.0.1:{}/{REPLICATED_DB}",
-        cluster.bouncer_port
-    )
+/// The primary fallback: the same read-only role.
+pub(crate) fn primary_url(cluster: &Cluster) -> String {
+    cluster.reader_url(REPLICATED_DB)
 }
 
 async fn reader(cluster: &Cluster, fallback: bool) -> TestApp {
     reader_with_limit(cluster, fallback, 1).await
 }
 
-async fn reader_with_limit(cluster: &Cluster, fallback: bool, max_lag_seconds: u32) -> TestApp {
+pub(crate) async fn reader_with_limit(
+    cluster: &Cluster,
+    fallback: bool,
+    max_lag_seconds: u32,
+) -> TestApp {
     let mut env = vec![
         ("DATABASE_URL", ro_url(cluster)),
         ("MAX_REPLICA_LAG_SECONDS", max_lag_seconds.to_string()),

@@ -1,4 +1,4 @@
-use crate::support::{apply_migrations, migration_files, shared_cluster};
+use crate::support::{migration_files, shared_cluster};
 
 async fn catalog_snapshot(client: &tokio_postgres::Client) -> Vec<String> {
     client
@@ -36,8 +36,8 @@ async fn running_the_migrations_again_changes_nothing() {
         .unwrap();
     let before = catalog_snapshot(&client).await;
 
-    apply_migrations(&client).await;
-    apply_migrations(&client).await;
+    cluster.migrate(&database).await;
+    cluster.migrate(&database).await;
 
     assert_eq!(catalog_snapshot(&client).await, before);
     let versions: i64 = client
@@ -155,4 +155,18 @@ async fn a_point_read_and_a_listing_touch_only_their_years_partition() {
             assert!(!plan.contains(other), "plan scans {other}:\n{plan}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_transaction_left_idle_by_a_dead_pooler_is_ended_after_ten_seconds() {
+    // 0008: an orphaned "idle in transaction" backend would hold its locks (and an
+    // idempotency key's advisory lock) until the connection dies.
+    let cluster = shared_cluster();
+    let client = cluster.direct(&cluster.fresh_database().await).await;
+    let timeout: String = client
+        .query_one("SHOW idle_in_transaction_session_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "10s");
 }

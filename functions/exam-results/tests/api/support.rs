@@ -1,19 +1,23 @@
-//! Test support: a real, throwaway PostgreSQL with PgBouncer in front of it
-//! (transaction pooling), a fresh database per test with the migrations
-//! applied, and the function under test served in-process on port 0.
+//! Test support: the database sandbox (`.ci/sandbox.sh`, the one `make up`
+//! uses: real PostgreSQL, PgBouncer in transaction pooling, the production
+//! roles), a fresh database per test migrated by `sql/migrate.sh` as the
+//! owner, and the function under test served in-process on port 0, logged in
+//! as its production role (write functions `exam_app`, read functions
+//! `exam_reader`).
 //!
 //! Nothing here is mocked. Set `TEST_LOG=1` to see the functions' logs.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use exam_results::config::{Auth, Config};
+use exam_results::config::{Access, Auth, Config};
 use exam_results::limits::ServeLimits;
 use exam_results::operations::{
     create_result, delete_result, get_result, list_results, results_page, update_result,
@@ -45,46 +49,6 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-/// PostgreSQL's server binaries (initdb, postgres, pg_ctl): `PG_BIN`, or the newest in /usr/lib/postgresql.
-fn pg_bin(name: &str) -> PathBuf {
-    if let Ok(dir) = std::env::var("PG_BIN") {
-        return Path::new(&dir).join(name);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .pop()
-        .map(|dir| dir.join(name))
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// A command run as the unprivileged `postgres` user when we are root
-/// (initdb, postgres and pgbouncer refuse to run as root).
-fn unprivileged(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    if running_as_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
-
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
@@ -93,31 +57,64 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// The login role a function uses in production.
+pub fn role_of(access: Access) -> &'static str {
+    match access {
+        Access::Write => "exam_app",
+        Access::Read => "exam_reader",
     }
 }
 
-/// A PostgreSQL server and a PgBouncer in front of it, in a temp directory,
-/// cleaned up by a watchdog when the test process exits.
+/// Runs `.ci/sandbox.sh ARGS...`; panics with its output when it fails.
+fn sandbox(args: &[&str], replica: bool) {
+    let mut command = Command::new(repo_root().join(".ci/sandbox.sh"));
+    command
+        .args(args)
+        .env("SANDBOX_FAST", "1")
+        .env("SANDBOX_QUIET", "1")
+        .env("SANDBOX_REPLICA", if replica { "1" } else { "0" });
+    for inherited in [
+        "PRIMARY_PORT",
+        "REPLICA_PORT",
+        "PGBOUNCER_PORT",
+        "SANDBOX_DATABASE",
+    ] {
+        command.env_remove(inherited);
+    }
+    let output = command
+        .output()
+        .expect("bash runs .ci/sandbox.sh (make test installs PostgreSQL and PgBouncer)");
+    assert!(
+        output.status.success(),
+        ".ci/sandbox.sh {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn read_env_file(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A database sandbox in a temp directory: PostgreSQL (and a streaming
+/// replica when asked) behind PgBouncer. A watchdog removes it once this
+/// test process exits.
 pub struct Cluster {
     pub dir: PathBuf,
     pub pg_port: u16,
     pub bouncer_port: u16,
     /// Set when started with a streaming replica ([`Cluster::start_replicated`]).
     pub replica_port: Option<u16>,
-    postgres: Mutex<Option<Child>>,
-    replica: Mutex<Option<Child>>,
-    pgbouncer: Mutex<Option<Child>>,
+    secrets: HashMap<String, String>,
 }
 
-/// The database a replicated cluster creates; PgBouncer serves it as
+/// The database every sandbox creates and migrates; PgBouncer serves it as
 /// `exam_results` (primary) and `exam_results_ro` (replica), like the local stack.
 pub const REPLICATED_DB: &str = "exam_results";
 
@@ -126,8 +123,8 @@ impl Cluster {
         Self::start_inner(false)
     }
 
-    /// A primary with a streaming replica (pg_basebackup) and PgBouncer
-    /// serving `exam_results` (primary) and `exam_results_ro` (replica).
+    /// A primary with a streaming replica and PgBouncer serving
+    /// `exam_results` (primary) and `exam_results_ro` (replica).
     pub fn start_replicated() -> Cluster {
         Self::start_inner(true)
     }
@@ -135,299 +132,126 @@ impl Cluster {
     fn start_inner(replicated: bool) -> Cluster {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "exam-results-test-{}-{}",
+            "er-rs-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if running_as_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown of the test directory failed");
-        }
-        let status = unprivileged(pg_bin("initdb"))
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(dir.join("pg"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("initdb is installed (make test installs postgresql)");
-        assert!(status.success(), "initdb failed");
-        let cluster = Cluster {
-            pg_port: free_port(),
-            bouncer_port: free_port(),
-            replica_port: replicated.then(free_port),
+        let path = dir.to_str().unwrap();
+        sandbox(&["start", path], replicated);
+        sandbox(&["watch", path, &std::process::id().to_string()], false);
+        let facts = read_env_file(&dir.join("sandbox.env"));
+        let port = |name: &str| facts[name].parse::<u16>().ok();
+        Cluster {
+            pg_port: port("PRIMARY_PORT").unwrap(),
+            bouncer_port: port("PGBOUNCER_PORT").unwrap(),
+            replica_port: port("REPLICA_PORT"),
+            secrets: read_env_file(&dir.join("secrets.env")),
             dir,
-            postgres: Mutex::new(None),
-            replica: Mutex::new(None),
-            pgbouncer: Mutex::new(None),
-        };
-        cluster.spawn_watchdog();
-        cluster.write_pgbouncer_config();
-        cluster.start_postgres();
-        if replicated {
-            cluster.create_replicated_database();
-            cluster.clone_replica();
-            cluster.start_replica();
         }
-        cluster.start_pgbouncer();
-        cluster
     }
 
-    /// Starts (or restarts) PostgreSQL on the same port and data directory.
+    fn secret(&self, name: &str) -> &str {
+        &self.secrets[name]
+    }
+
+    /// The password of a login role of the sandbox.
+    pub fn password(&self, role: &str) -> &str {
+        self.secret(match role {
+            "postgres" => "POSTGRES_PASSWORD",
+            "exam_owner" => "EXAM_OWNER_PASSWORD",
+            "exam_app" => "EXAM_APP_PASSWORD",
+            "exam_reader" => "EXAM_READER_PASSWORD",
+            other => panic!("no password for role {other}"),
+        })
+    }
+
+    /// Starts whatever is down again (PostgreSQL, the replica), same ports and data.
     pub fn start_postgres(&self) {
-        let child = unprivileged(pg_bin("postgres"))
-            .arg("-D")
-            .arg(self.dir.join("pg"))
-            .args(["-p", &self.pg_port.to_string(), "-k"])
-            .arg(&self.dir)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("postgres.log")).unwrap())
-            .spawn()
-            .expect("postgres starts");
-        *self.postgres.lock().unwrap() = Some(child);
-        wait_for_port(self.pg_port, "postgres");
-        // Accepting TCP is not the same as accepting logins.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = Command::new(pg_bin("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.pg_port.to_string()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "postgres never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        sandbox(&["start", self.dir.to_str().unwrap()], false);
     }
 
     /// Stops PostgreSQL immediately (as a crash or failover would); PgBouncer stays up.
     pub fn stop_postgres(&self) {
-        if let Some(mut child) = self.postgres.lock().unwrap().take() {
-            // SIGQUIT to the postmaster is an immediate shutdown (like a crash).
-            let pidfile =
-                std::fs::read_to_string(self.dir.join("pg/postmaster.pid")).unwrap_or_default();
-            if let Some(pid) = pidfile.lines().next() {
-                let _ = Command::new("kill").args(["-QUIT", pid]).status();
-            }
-            let _ = child.wait();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() {
-                assert!(Instant::now() < deadline, "postgres did not stop");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        sandbox(&["kill", self.dir.to_str().unwrap(), "primary"], false);
     }
 
-    fn create_replicated_database(&self) {
-        // Called from inside a test's runtime: run on a thread with its own.
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let admin = self.direct("postgres").await;
-                    admin
-                        .batch_execute(&format!("CREATE DATABASE {REPLICATED_DB}"))
-                        .await
-                        .unwrap();
-                    apply_migrations(&self.direct(REPLICATED_DB).await).await;
-                });
-            });
-        });
-    }
-
-    fn clone_replica(&self) {
-        let status = unprivileged(pg_bin("pg_basebackup"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-R", "-X", "stream", "-c", "fast", "-D"])
-            .arg(self.dir.join("replica"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_basebackup failed");
+    /// Kills PgBouncer at once (SIGKILL, as a crashed pod); PostgreSQL stays up.
+    pub fn kill_pgbouncer(&self) {
+        sandbox(&["kill", self.dir.to_str().unwrap(), "pgbouncer"], false);
     }
 
     /// Starts (or restarts) the replica.
     pub fn start_replica(&self) {
-        let port = self.replica_port.expect("a replicated cluster");
-        let child = unprivileged(pg_bin("postgres"))
-            .arg("-D")
-            .arg(self.dir.join("replica"))
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&self.dir)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "hot_standby=on",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("replica.log")).unwrap())
-            .spawn()
-            .expect("replica starts");
-        *self.replica.lock().unwrap() = Some(child);
-        if std::panic::catch_unwind(|| wait_for_port(port, "replica")).is_err() {
-            panic!(
-                "replica did not listen:\n{}",
-                std::fs::read_to_string(self.dir.join("replica.log")).unwrap_or_default()
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new(pg_bin("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "replica never became ready:\n{}",
-                std::fs::read_to_string(self.dir.join("replica.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(self.replica_port.is_some(), "a replicated cluster");
+        self.start_postgres();
     }
 
     /// Stops the replica immediately; the primary and PgBouncer stay up.
     pub fn stop_replica(&self) {
-        if let Some(mut child) = self.replica.lock().unwrap().take() {
-            let pidfile = std::fs::read_to_string(self.dir.join("replica/postmaster.pid"))
-                .unwrap_or_default();
-            if let Some(pid) = pidfile.lines().next() {
-                let _ = Command::new("kill").args(["-QUIT", pid]).status();
-            }
-            let _ = child.wait();
-        }
+        sandbox(&["kill", self.dir.to_str().unwrap(), "replica"], false);
+    }
+
+    async fn connect(&self, port: u16, database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .password(self.password("postgres"))
+            .dbname(database)
+            .connect(NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("superuser connection to port {port}: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A superuser connection straight to PostgreSQL (bypassing the pooler),
+    /// for arranging and checking what the API cannot.
+    pub async fn direct(&self, database: &str) -> tokio_postgres::Client {
+        self.connect(self.pg_port, database).await
     }
 
     /// A superuser connection straight to the replica.
     pub async fn direct_replica(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.replica_port.expect("a replicated cluster"))
-            .user("postgres")
-            .dbname(REPLICATED_DB)
-            .connect(NoTls)
-            .await
-            .expect("direct connection to the replica");
-        tokio::spawn(connection);
-        client
+        self.connect(
+            self.replica_port.expect("a replicated cluster"),
+            REPLICATED_DB,
+        )
+        .await
     }
 
-    fn write_pgbouncer_config(&self) {
-        let replicated = match self.replica_port {
-            Some(replica) => format!(
-                "{REPLICATED_DB} = host=127.0.0.1 port={pg}\n{REPLICATED_DB}_ro = host=127.0.0.1 port={replica} dbname={REPLICATED_DB}\n",
-                pg = self.pg_port
-            ),
-            None => String::new(),
-        };
-        let ini = format!(
-            "[databases]\n\
-             {replicated}\
-             * = host=127.0.0.1 port={pg}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {bouncer}\n\
-             unix_socket_dir =\n\
-             auth_type = trust\n\
-             auth_file = {dir}/userlist.txt\n\
-             pool_mode = transaction\n\
-             max_client_conn = 500\n\
-             default_pool_size = 20\n\
-             ignore_startup_parameters = extra_float_digits,options\n\
-             server_login_retry = 1\n\
-             query_wait_timeout = 5\n\
-             logfile = {dir}/pgbouncer.log\n\
-             pidfile = {dir}/pgbouncer.pid\n",
-            pg = self.pg_port,
-            bouncer = self.bouncer_port,
-            dir = self.dir.display()
+    /// Runs `sql/migrate.sh` on `database` as the owner, as `make up` and
+    /// the chart's migration Job do.
+    pub async fn migrate(&self, database: &str) {
+        let env = [
+            ("PGHOST", "127.0.0.1".to_owned()),
+            ("PGPORT", self.pg_port.to_string()),
+            ("PGDATABASE", database.to_owned()),
+            ("PGUSER", "exam_owner".to_owned()),
+            ("PGPASSWORD", self.password("exam_owner").to_owned()),
+        ];
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(repo_root().join("sql/migrate.sh"))
+                .envs(env)
+                .env_remove("PGPASSFILE")
+                .env_remove("PGSERVICE")
+                .env_remove("EXAM_APP_PASSWORD")
+                .env_remove("EXAM_READER_PASSWORD")
+                .output()
+                .expect("sh runs sql/migrate.sh")
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "sql/migrate.sh on {database} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
-        std::fs::write(self.dir.join("pgbouncer.ini"), ini).unwrap();
-        std::fs::write(self.dir.join("userlist.txt"), "\"postgres\" \"\"\n").unwrap();
     }
 
-    fn start_pgbouncer(&self) {
-        let child = unprivileged("pgbouncer")
-            .arg(self.dir.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgbouncer is installed (make test installs it)");
-        *self.pgbouncer.lock().unwrap() = Some(child);
-        wait_for_port(self.bouncer_port, "pgbouncer");
-    }
-
-    /// Kills both servers and removes the directory once this test process exits.
-    fn spawn_watchdog(&self) {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             kill -QUIT $(head -n1 '{dir}/pg/postmaster.pid'); kill $(cat '{dir}/pgbouncer.pid'); \
-             sleep 1; rm -rf '{dir}'",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        // Deliberately not waited for: it outlives this process by design.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh exists");
-    }
-
-    /// A superuser connection straight to PostgreSQL (bypassing the pooler).
-    pub async fn direct(&self, database: &str) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.pg_port)
-            .user("postgres")
-            .dbname(database)
-            .connect(NoTls)
-            .await
-            .expect("direct connection to postgres");
-        tokio::spawn(connection);
-        client
-    }
-
-    /// Creates an empty database with the migrations applied.
+    /// Creates an empty database owned by `exam_owner` and migrates it.
     pub async fn fresh_database(&self) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -437,33 +261,34 @@ impl Cluster {
         );
         self.direct("postgres")
             .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER exam_owner"))
             .await
             .unwrap();
-        apply_migrations(&self.direct(&name).await).await;
+        self.migrate(&name).await;
         name
     }
 
-    /// A libpq URL to `database` through PgBouncer.
-    pub fn pooled_url(&self, database: &str) -> String {
+    /// A libpq URL to `database` through PgBouncer as `role`.
+    pub fn pooled_url_as(&self, role: &str, database: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{database}",
-            self.bouncer_port
+            "postgres://{role}:{password}@127.0.0.1:{port}/{database}",
+            password = self.password(role),
+            port = self.bouncer_port
         )
     }
-}
 
-/// Applies every file in sql/migrations in order.
-pub async fn apply_migrations(client: &tokio_postgres::Client) {
-    for file in migration_files() {
-        let sql = std::fs::read_to_string(&file).unwrap();
-        client
-            .batch_execute(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    /// Through PgBouncer as the write functions' role (`exam_app`).
+    pub fn pooled_url(&self, database: &str) -> String {
+        self.pooled_url_as("exam_app", database)
+    }
+
+    /// Through PgBouncer as the read functions' role (`exam_reader`).
+    pub fn reader_url(&self, database: &str) -> String {
+        self.pooled_url_as("exam_reader", database)
     }
 }
 
+/// Every file in sql/migrations, in the order the runner applies them.
 pub fn migration_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("sql/migrations"))
         .unwrap()
@@ -474,7 +299,7 @@ pub fn migration_files() -> Vec<PathBuf> {
     files
 }
 
-/// The cluster most tests share (each test gets its own database in it).
+/// The sandbox most tests share (each test gets its own database in it).
 pub fn shared_cluster() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
     SHARED.get_or_init(Cluster::start)
@@ -530,7 +355,9 @@ pub async fn spawn_on(listener: TcpListener, function: Function, options: Spawn<
     let mut env: Vec<(String, String)> = vec![
         (
             "DATABASE_URL".into(),
-            options.cluster.pooled_url(&options.database),
+            options
+                .cluster
+                .pooled_url_as(role_of(function.access), &options.database),
         ),
         (
             "WRITE_TOKENS".into(),
@@ -540,6 +367,8 @@ pub async fn spawn_on(listener: TcpListener, function: Function, options: Spawn<
         ("DATABASE_POOL_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_CONNECT_TIMEOUT_MS".into(), "500".into()),
         ("DATABASE_STATEMENT_TIMEOUT_MS".into(), "1500".into()),
+        // One test client stands for many users: no per-client limit unless a test sets one.
+        ("RATE_LIMIT_PER_SECOND".into(), "0".into()),
     ];
     // Extra variables override the defaults above.
     env.retain(|(name, _)| !options.extra_env.iter().any(|(extra, _)| extra == name));

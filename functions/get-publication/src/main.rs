@@ -1,0 +1,9 @@
+//! `get-publication`: GET /publications/{exam_year}: a year's publication time.
+//!
+//! A thin binary: its operation module declares the function (route, method,
+//! access, handler); the shared library does the rest (configuration, pool,
+//! telemetry, serving, graceful shutdown).
+
+fn main() -> std::process::ExitCode {
+    exam_results::server::run(exam_results::operations::get_publication::FUNCTION)
+}
