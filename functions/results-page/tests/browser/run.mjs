@@ -6,6 +6,7 @@
 //   LIMITED_URL      results-page, reading from a get-result limited to 1 request/s
 //   UNREACHABLE_URL  results-page whose get-result URL has nothing listening
 //   ROLL_FOUND, ROLL_OTHER, YEAR  seeded results; ROLL_MISSING has none
+//   UNPUBLISHED_YEAR  a year whose publication time is two hours away (ROLL_FOUND has a result)
 // Screenshots, axe and Lighthouse reports go to ./artifacts (git-ignored).
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
@@ -22,6 +23,7 @@ mkdirSync(artifacts, { recursive: true });
 const env = (name) => { const v = process.env[name]; assert.ok(v, `${name} is not set`); return v; };
 const PAGE = env('PAGE_URL'), LIMITED = env('LIMITED_URL'), UNREACHABLE = env('UNREACHABLE_URL');
 const YEAR = env('YEAR'), FOUND = env('ROLL_FOUND'), OTHER = env('ROLL_OTHER'), MISSING = env('ROLL_MISSING');
+const UNPUBLISHED = env('UNPUBLISHED_YEAR');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -115,6 +117,24 @@ try {
     await axe(page, 'not-found');
   });
 
+  await check('a year not yet published shows its publication time and no result', async () => {
+    let reply;
+    page.on('response', (r) => { if (r.url().includes(`/results/${UNPUBLISHED}/`)) reply = r; });
+    await lookup(page, UNPUBLISHED, FOUND);
+    await page.waitForFunction(() => /not published yet/.test(document.getElementById('out').textContent));
+    page.removeAllListeners('response');
+    // get-result's 404 results_not_published, Retry-After readable across origins.
+    assert.equal(reply.status(), 404);
+    assert.equal((await reply.json()).error.code, 'results_not_published');
+    const wait = Number(reply.headers()['retry-after']);
+    assert.ok(wait > 7000 && wait <= 7200, `Retry-After ${wait}`);
+    const text = await page.textContent('#out');
+    assert.match(text, new RegExp(`Results for ${UNPUBLISHED} are not published yet\\. They will be published on .+\\.`));
+    assert.doesNotMatch(text, /Marks/);
+    await axe(page, 'not-published');
+    await page.screenshot({ path: join(artifacts, 'results-page-not-published.png'), fullPage: true });
+  });
+
   await check('typed leading zeros are dropped, letters refused before any request', async () => {
     await lookup(page, YEAR, `00${FOUND}`);
     await page.waitForSelector('#out dl');
@@ -195,6 +215,9 @@ await check('without JavaScript the form is answered by the server', async () =>
     await lookup(p, YEAR, MISSING);
     await p.waitForURL(new RegExp(`roll_number=${MISSING}`));
     assert.match(await p.textContent('#out'), /No result was found/);
+    await lookup(p, UNPUBLISHED, FOUND);
+    await p.waitForURL(new RegExp(`exam_year=${UNPUBLISHED}`));
+    assert.match(await p.textContent('#out'), new RegExp(`Results for ${UNPUBLISHED} are not published yet\\. They will be published on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC\\.`));
     // (axe needs JavaScript; the markup is the one checked above.)
     await p.screenshot({ path: join(artifacts, 'results-page-nojs.png'), fullPage: true });
   } finally { await nojs.close(); }
