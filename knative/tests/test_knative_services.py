@@ -291,3 +291,17 @@ def test_the_rate_limit_can_be_turned_off_for_the_public_functions():
     rendered = cs.render(sets=("functionDefaults.rateLimit.perSecond=0",))
     env = cs.env_map(cs.ksvc_container(ksvcs(rendered)["get-result"]))
     assert env["RATE_LIMIT_PER_SECOND"]["value"] == "0" and "RATE_LIMIT_CLIENT_HEADER" not in env
+
+
+def test_the_results_page_origin_reaches_exactly_the_public_functions(default_render):
+    """functionDefaults.corsAllowOrigin becomes CORS_ALLOW_ORIGIN of every function whose
+    functions.yaml entry says auth: public, and of no other; unset, of none."""
+    origin = "https://results.example.org"
+    services = ksvcs(cs.render(sets=(f"functionDefaults.corsAllowOrigin={origin}",)))
+    for entry in cs.MANIFEST:
+        env = cs.env_map(cs.ksvc_container(services[entry["name"]]))
+        expected = origin if entry["auth"] == "public" else None
+        assert env.get("CORS_ALLOW_ORIGIN", {}).get("value") == expected, entry["name"]
+    for ksvc in ksvcs(default_render).values():
+        assert "CORS_ALLOW_ORIGIN" not in cs.env_map(cs.ksvc_container(ksvc))
+    assert {e["auth"] for e in cs.MANIFEST} >= {"public", "read-token", "write-token"}

@@ -8,24 +8,11 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::publication::{beside, publish, rfc3339, SET};
-use crate::support::{shared_cluster, spawn, spawn_with, Spawn, TestApp, GET, PAGE, READ_TOKEN};
+use crate::support::{
+    shared_cluster, spawn, spawn_env, spawn_with, Spawn, TestApp, GET, PAGE, READ_TOKEN,
+};
 
 const ORIGIN: &str = "http://127.0.0.1:8090";
-
-/// `function` over a fresh database of the shared cluster, with `env`.
-async fn serve(function: Function, env: Vec<(&'static str, String)>) -> TestApp {
-    let cluster = shared_cluster();
-    let database = cluster.fresh_database().await;
-    spawn_with(
-        function,
-        Spawn {
-            cluster,
-            database,
-            extra_env: env,
-        },
-    )
-    .await
-}
 
 async fn text(
     app: &TestApp,
@@ -53,7 +40,7 @@ fn output(body: &str) -> &str {
 
 #[tokio::test]
 async fn the_page_is_cacheable_html_in_the_visitors_language() {
-    let app = serve(PAGE, vec![("PAGE_CACHE_SECONDS", "600".into())]).await;
+    let app = spawn_env(PAGE, vec![("PAGE_CACHE_SECONDS", "600".into())]).await;
 
     let (status, headers, body) = text(&app, "/", Some("bn-BD, en;q=0.5")).await;
 
@@ -73,7 +60,7 @@ async fn the_page_is_cacheable_html_in_the_visitors_language() {
 
 #[tokio::test]
 async fn the_form_without_javascript_is_answered_with_the_result() {
-    let app = serve(
+    let app = spawn_env(
         PAGE,
         vec![
             ("PASS_MARK", "33".into()),
@@ -103,7 +90,7 @@ async fn the_form_without_javascript_is_answered_with_the_result() {
 
 #[tokio::test]
 async fn the_form_says_not_found_and_refuses_bad_input_in_html() {
-    let app = serve(PAGE, vec![]).await;
+    let app = spawn_env(PAGE, vec![]).await;
 
     let (status, _, body) = text(&app, "/?lang=en&exam_year=2024&roll_number=5", None).await;
     assert_eq!(status, 404);
@@ -172,6 +159,16 @@ async fn an_unpublished_year_shows_its_publication_time_and_never_whether_a_roll
     }
     let (_, _, bangla) = text(&page, "/?lang=bn&exam_year=2027&roll_number=7", None).await;
     assert!(output(&bangla).contains(&when), "{bangla}");
+    // The page has no staff view (no `staff` in its manifest entry): a token changes nothing.
+    let staff = page
+        .client
+        .get(page.url("/?lang=en&exam_year=2027&roll_number=7"))
+        .header("authorization", format!("Bearer {READ_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(staff.status(), 404);
+    assert_eq!(output(&staff.text().await.unwrap()), output(&existing));
 }
 
 #[tokio::test]
@@ -287,7 +284,7 @@ async fn a_configured_origin_may_read_public_functions_replies_only() {
     );
 
     // A staff read of a public function is not for other origins' scripts.
-    let staff = serve(GET, vec![("CORS_ALLOW_ORIGIN", ORIGIN.to_owned())]).await;
+    let staff = spawn_env(GET, vec![("CORS_ALLOW_ORIGIN", ORIGIN.to_owned())]).await;
     let reply = staff
         .send(
             staff
@@ -298,7 +295,7 @@ async fn a_configured_origin_may_read_public_functions_replies_only() {
         .await;
     assert_eq!(reply.header("access-control-allow-origin"), None);
 
-    let plain = serve(GET, vec![]).await;
+    let plain = spawn_env(GET, vec![]).await;
     assert_eq!(
         plain
             .get(2024, 7)

@@ -329,6 +329,12 @@ pub struct Spawn<'a> {
 
 /// Serves `function` against a fresh database in the shared cluster.
 pub async fn spawn(function: Function) -> TestApp {
+    spawn_env(function, vec![]).await
+}
+
+/// Serves `function` against a fresh database in the shared cluster, with
+/// `extra_env` added to its configuration.
+pub async fn spawn_env(function: Function, extra_env: Vec<(&'static str, String)>) -> TestApp {
     let cluster = shared_cluster();
     let database = cluster.fresh_database().await;
     spawn_with(
@@ -336,7 +342,7 @@ pub async fn spawn(function: Function) -> TestApp {
         Spawn {
             cluster,
             database,
-            extra_env: vec![],
+            extra_env,
         },
     )
     .await
