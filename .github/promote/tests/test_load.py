@@ -111,10 +111,24 @@ def test_a_list_load_sends_the_read_token_not_the_write_token(functions):
     assert {(m, p, a) for m, p, a, _ in server.seen} == {("GET", "/results?exam_year=2099&limit=1", "Bearer r3ad")}
 
 
-def test_a_read_load_looks_up_a_missing_roll_number_and_never_writes(functions):
+def test_a_result_read_load_reads_a_row_it_created_and_deletes_it_afterwards(functions):
     url, server = functions
     stats, _ = _drive(url, "get-result", rate=20, seconds=0.3)
-    assert stats.failed == 0 and stats.sent >= 3
+    assert stats.failed == 0 and stats.rejected == 0 and stats.sent >= 3
+    methods = [m for m, *_ in server.seen]
+    assert methods[0] == "POST" and methods[-1] == "DELETE" and set(methods[1:-1]) == {"GET"}
+    assert len({p for m, p, *_ in server.seen if m == "GET"}) == 1
+    assert server.rows == set()
+
+
+def test_without_a_stable_create_a_result_read_load_looks_up_a_missing_roll_number(functions):
+    url, server = functions
+    load = HttpLoad(function("get-result"), {}, LoadConfig(exam_year=2099, max_rate=20, max_requests=3),
+                    seed="get-result-x")
+    load.start(url, rate=20, seconds=1)
+    time.sleep(0.4)
+    stats = load.stop()
+    assert stats.sent == 3 and stats.rejected == 3
     assert {(m, p) for m, p, *_ in server.seen} == {("GET", "/results/2099/999999999999")}
 
 
