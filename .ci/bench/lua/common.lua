@@ -19,6 +19,17 @@ function seed_random()
   for _ = 1, 10 do math.random() end
 end
 
+-- Scripts that format their requests once up front put them in `prebuilt`
+-- (in init); this request() hands them out in turn, starting again after
+-- the last. Scripts that build each request themselves define their own.
+prebuilt = {}
+local next_index = 0
+
+function request()
+  next_index = next_index % #prebuilt + 1
+  return prebuilt[next_index]
+end
+
 -- Parses "key=value" command-line arguments (after `--`) into a table.
 function parse_args(args)
   local out = {}

@@ -8,28 +8,20 @@
 -- once up front, as in point_read.lua.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local requests, n, i
-
 function init(args)
   local a = parse_args(args)
   local year = assert(tonumber(a.year), "year=")
   local path = assert(a.keys, "keys=")
   local stride = tonumber(a.threads) or 1
   local k = ((thread_id or 1) - 1) % stride
-  requests, n = {}, 0
+  local n = 0
   local line_no = 0
   for line in io.lines(path) do
     if line_no % stride == k then
       n = n + 1
-      requests[n] = wrk.format("GET", string.format("/results/%d/%s", year, line))
+      prebuilt[n] = wrk.format("GET", string.format("/results/%d/%s", year, line))
     end
     line_no = line_no + 1
   end
   assert(n > 0, "no keys for this thread in " .. path)
-  i = 0
-end
-
-function request()
-  i = i % n + 1
-  return requests[i]
 end

@@ -178,7 +178,9 @@ def measure(b, year: int, lo: int, students: int, keys: Path, timeline, crowd_ra
         return res
 
     off = function_run("get-result, cache off", 0, 1, None)
-    compression = off["rps"] / crowd_rate if crowd_rate else 1.0
+    if not off["rps"]:
+        raise RuntimeError("get-result with the cache off served nothing: see its log in " + str(b.stack.tmp))
+    compression = off["rps"] / crowd_rate
     for ttl in s.rd_ttls:
         function_run(f"get-result, cache on, TTL {ttl:g} s", students, round(ttl * 1000 / compression), ttl)
     pb = b.load.run_pgbench("point_read.sql", s.rd_connections, s.pgbouncer_port, "exam_results_ro",
