@@ -10,6 +10,9 @@ from typing import Iterable
 from .settings import FUNCTIONS, NAMES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# /proc/PID/stat holds the first 15 bytes of a program's name (TASK_COMM_LEN - 1).
+COMM_LEN = 15
+FUNCTION_OF_COMM = {name[:COMM_LEN]: name for name in NAMES}
 
 
 def read_proc_stat() -> dict[int, tuple[str, int, int]]:
@@ -55,8 +58,8 @@ class CpuWatch:
         self.cmdlines: dict[int, bool] = {}
 
     def group(self, pid: int, comm: str, ppid: int) -> str:
-        if comm in NAMES:
-            return comm
+        if comm in FUNCTION_OF_COMM:
+            return FUNCTION_OF_COMM[comm]
         if comm == "pgbouncer":
             return "pgbouncer"
         if comm in ("postgres", "postmaster") or comm.startswith("postgres"):

@@ -20,14 +20,15 @@ function seed_random()
 end
 
 -- Scripts that format their requests once up front put them in `prebuilt`
--- (in init); this request() hands them out in turn, starting again after
--- the last. Scripts that build each request themselves define their own.
+-- (in init); this request() hands them out in turn after `prebuilt_last`
+-- (0: from the first), starting again after the last. Scripts that build
+-- each request themselves define their own.
 prebuilt = {}
-local next_index = 0
+prebuilt_last = 0
 
 function request()
-  next_index = next_index % #prebuilt + 1
-  return prebuilt[next_index]
+  prebuilt_last = prebuilt_last % #prebuilt + 1
+  return prebuilt[prebuilt_last]
 end
 
 -- Parses "key=value" command-line arguments (after `--`) into a table.

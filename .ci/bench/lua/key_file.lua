@@ -1,6 +1,8 @@
 -- GET /results/{year}/{roll} for the roll numbers of a key file, in the
 -- file's order (one roll number a line), looping back to the start.
---   wrk -s key_file.lua URL -- year=2025 keys=/tmp/keys.txt threads=2
+--   wrk -s key_file.lua URL -- year=2025 keys=/tmp/keys.txt threads=2 [start=0]
+-- start=N begins after the first N requests of the file (e.g. where an
+-- earlier run of the same file stopped).
 --
 -- With T threads, thread k sends lines k, k+T, k+2T, ...: the threads move
 -- through the file side by side, so the requests as a whole keep its order
@@ -24,4 +26,5 @@ function init(args)
     line_no = line_no + 1
   end
   assert(n > 0, "no keys for this thread in " .. path)
+  prebuilt_last = math.floor((tonumber(a.start) or 0) / stride) % n
 end

@@ -33,6 +33,8 @@ NAME = "results-day"
 DATABASE = ("pgbouncer", "postgres replica", "postgres replica background", "postgres primary",
             "postgres primary background")
 CACHE_METRIC = "exam_results_read_cache_lookups_total"
+#: The longest warm-up of a cache-on process, seconds.
+WARM_MAX = 20.0
 
 
 def crowd_order(students: list[int], repeats: int, window: float, arrivals: float,
@@ -82,6 +84,11 @@ def expected_hit_ratio(timeline: list[tuple[float, int]], ttl: float) -> float:
 def cache_lookups(port: int) -> dict[str, float]:
     m = scrape(port)
     return {o: metric_sum(m, CACHE_METRIC, cache="result", outcome=o) for o in ("hit", "miss", "coalesced")}
+
+
+def load_average() -> float:
+    """The 1-minute load average now."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def db_cores(cpu: dict) -> float:
@@ -134,14 +141,18 @@ def run(b) -> None:
         f"(a key file in time order, lua/key_file.lua) with {s.rd_connections} connections as fast as it is served, "
         f"{s.duration:g} s per row, against get-result processes of the benchmark's own (pool "
         f"{s.rd_pool}) started with the cache off (`READ_CACHE_CAPACITY=0`) and on (`READ_CACHE_CAPACITY={students}`); "
-        "a cache-on row's TTL is the real TTL scaled by the replay's compression (its rate over the crowd's, "
-        "from the cache-off row), so the cache sees as much of the crowd's time as it would on the day. "
+        "A cache-on row's TTL is the real TTL scaled by the replay's compression (its rate over the crowd's, "
+        "from the cache-off row), so the cache sees about as much of the crowd's time as on the day; \"crowd s "
+        "the TTL spanned\" is what it spanned at the rate the row reached (a faster row spans less), and the "
+        "implied hit ratio is the timeline's at that span. Each cache-on process is first warmed with the "
+        f"crowd's preceding moments for one replay TTL (at most {WARM_MAX:g} s), the measured run continuing "
+        "where the warm-up stopped. \"load average\" is the machine's 1-minute load average as the row began. "
         "pgbench sends the same point query (`-M extended`) for uniformly random students of the same range "
         "through the same PgBouncer. \"database\" is PgBouncer plus both PostgreSQL servers (client backends and "
         f"background); year {year} " + ("was made public for the run through set-publication and set back after."
                                         if restore is not None else "is published."))
-    r.t(["target", "real TTL s", "replay TTL ms", "requests/s", "p50 ms", "p99 ms", "errors",
-         "hit ratio (timeline)", "hit ratio (counted)", "database cores", "database CPU µs per request",
+    r.t(["target", "real TTL s", "replay TTL ms", "crowd s the TTL spanned", "load average", "requests/s", "p50 ms", "p99 ms", "errors",
+         "hit ratio implied by the timeline", "hit ratio counted", "database cores", "database CPU µs per request",
          "requests/s ratio to pgbench", "database CPU per request ratio to pgbench"], rows)
     r.p("CPU during each run (cores, of %d; load average before the run: %s):"
         % (os.cpu_count() or 1, b.results.get("machine", {}).get("load average before the run", "?")))
@@ -150,7 +161,6 @@ def run(b) -> None:
         "year": year, "students": students, "repeats": s.rd_repeats, "window_s": s.rd_window,
         "arrivals_per_s": s.rd_arrivals, "crowd_rps": crowd_rate, "connections": s.rd_connections,
         "published_for_run": restore is not None, "runs": data,
-        "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -164,16 +174,23 @@ def measure(b, year: int, lo: int, students: int, keys: Path, timeline, crowd_ra
             "READ_CACHE_CAPACITY": str(capacity), "READ_CACHE_TTL_MS": str(max(1, ttl_ms)),
             "RATE_LIMIT_PER_SECOND": "0"})
         try:
-            before = cache_lookups(port + 1000)
-            res = b.load.run_wrk(port, s.rd_connections, "key_file.lua", args=args)
+            start = 0
+            if capacity:  # warm: the crowd's moments just before, for one TTL (at most WARM_MAX s)
+                start = b.load.run_wrk(port, s.rd_connections, "key_file.lua", args=args + ["start=0"],
+                                       duration=min(WARM_MAX, max(1.0, ttl_ms / 1000)))["requests"]
+            before, load = cache_lookups(port + 1000), load_average()
+            res = b.load.run_wrk(port, s.rd_connections, "key_file.lua", args=args + [f"start={start}"])
             after = cache_lookups(port + 1000)
         finally:
             b.stack.stop(proc)
         counted = {k: after[k] - before[k] for k in after}
         lookups = sum(counted.values())
+        # the crowd's seconds the replay TTL spanned at the rate this run reached
+        covered = ttl_ms / 1000 * res["rps"] / crowd_rate if capacity else None
         res.update(label=label, real_ttl_s=real_ttl, replay_ttl_ms=ttl_ms if capacity else None,
+                   covered_ttl_s=covered, load_average_1m=load, warm_requests=start,
                    hits=counted, hit_ratio=counted["hit"] / lookups if lookups else None,
-                   expected_hit_ratio=expected_hit_ratio(timeline, real_ttl) if real_ttl else None)
+                   expected_hit_ratio=expected_hit_ratio(timeline, covered) if capacity else None)
         data.append(res)
         return res
 
@@ -183,9 +200,10 @@ def measure(b, year: int, lo: int, students: int, keys: Path, timeline, crowd_ra
     compression = off["rps"] / crowd_rate
     for ttl in s.rd_ttls:
         function_run(f"get-result, cache on, TTL {ttl:g} s", students, round(ttl * 1000 / compression), ttl)
+    load = load_average()
     pb = b.load.run_pgbench("point_read.sql", s.rd_connections, s.pgbouncer_port, "exam_results_ro",
                             {"year": year, "roll_min": lo, "roll_max": lo + students - 1})
-    pb["label"] = "pgbench -> PgBouncer -> replica"
+    pb.update(label="pgbench -> PgBouncer -> replica", load_average_1m=load)
     data.append(pb)
     pb_cpu = db_cores(pb["cpu"]) / pb["rps"] * 1e6 if pb["rps"] else float("nan")
     rows = []
@@ -196,7 +214,8 @@ def measure(b, year: int, lo: int, students: int, keys: Path, timeline, crowd_ra
         d["ratio_rps_to_pgbench"] = d["rps"] / pb["rps"] if pb["rps"] else None
         d["ratio_db_cpu_to_pgbench"] = per_req / pb_cpu if pb_cpu else None
         is_pb = d is pb
-        rows.append([d["label"], d.get("real_ttl_s"), d.get("replay_ttl_ms"), d["rps"], d["p50_ms"], d["p99_ms"],
+        rows.append([d["label"], d.get("real_ttl_s"), d.get("replay_ttl_ms"), d.get("covered_ttl_s"),
+                     d["load_average_1m"], d["rps"], d["p50_ms"], d["p99_ms"],
                      d["errors"], d.get("expected_hit_ratio"), d.get("hit_ratio"), cores, per_req,
                      None if is_pb else ratio(d["rps"], pb["rps"]), None if is_pb else ratio(per_req, pb_cpu)])
     return rows, data
