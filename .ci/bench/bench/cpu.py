@@ -45,8 +45,9 @@ def machine_ticks() -> tuple[int, int, int]:
 
 
 def is_client_backend(cmdline: str) -> bool:
-    """Whether a postgres process title is a client backend ("postgres: USER DB HOST(PORT) STATE")."""
-    return bool(re.match(r"postgres: \S+ \S+ [\d.:\[\]a-f]+\(\d+\)", cmdline))
+    """Whether a postgres process title is a client backend: "postgres: USER DB HOST(PORT) STATE"
+    over TCP, "postgres: USER DB [local] STATE" over a Unix socket (PgBouncer's own connections)."""
+    return bool(re.match(r"postgres: \S+ \S+ ([\d.:\[\]a-f]+\(\d+\)|\[local\])", cmdline))
 
 
 class CpuWatch:

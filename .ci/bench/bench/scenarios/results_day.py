@@ -177,7 +177,7 @@ def measure(b, year: int, lo: int, students: int, keys: Path, timeline, crowd_ra
             start = 0
             if capacity:  # warm: the crowd's moments just before, for one TTL (at most WARM_MAX s)
                 start = b.load.run_wrk(port, s.rd_connections, "key_file.lua", args=args + ["start=0"],
-                                       duration=min(WARM_MAX, max(1.0, ttl_ms / 1000)))["requests"]
+                                       duration=min(WARM_MAX, max(1, round(ttl_ms / 1000))))["requests"]
             before, load = cache_lookups(port + 1000), load_average()
             res = b.load.run_wrk(port, s.rd_connections, "key_file.lua", args=args + [f"start={start}"])
             after = cache_lookups(port + 1000)
