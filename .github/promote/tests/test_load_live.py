@@ -12,6 +12,7 @@ Needs cargo and the Debian packages postgresql and pgbouncer (what
 from __future__ import annotations
 
 import os
+import secrets as secrets_module
 import shutil
 import socket
 import subprocess
@@ -71,7 +72,8 @@ def live():
         assert started.returncode == 0, started.stdout + started.stderr
         subprocess.run([str(SANDBOX), "watch", str(state), str(os.getpid())], env=env, check=True)
         with (state / "secrets.env").open("a") as fh:  # the tokens `make up` writes beside the passwords
-            fh.write("WRITE_TOKEN=live-write-token\nREAD_TOKEN=live-read-token\n")
+            fh.write(f"WRITE_TOKEN=live-write-{secrets_module.token_hex(12)}\n"
+                     f"READ_TOKEN=live-read-{secrets_module.token_hex(12)}\n")
         facts, secrets = _env((state / "sandbox.env").read_text()), _env((state / "secrets.env").read_text())
         urls = {}
         for fn in MANIFEST:
@@ -86,8 +88,9 @@ def live():
                                           stderr=log, stdin=subprocess.DEVNULL))
             urls[fn.name] = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
-        for name, url in urls.items():
+        for (name, url), proc in zip(urls.items(), procs):
             while True:
+                assert proc.poll() is None, f"{name} exited: " + (state / f"{name}.log").read_text()[-2000:]
                 try:
                     if requests.get(url + "/readyz", timeout=1).status_code == 200:
                         break
