@@ -72,6 +72,7 @@ class Settings:
     rd_arrivals: float  # BENCH_RD_ARRIVALS results-day: students arriving per second [100]
     rd_ttls: list[float]  # BENCH_RD_TTLS results-day: cache time to live, real seconds, one cache-on row each [2 60]
     rd_connections: int  # BENCH_RD_CONNECTIONS results-day: wrk connections and pgbench clients [64]
+    rd_passes: int  # BENCH_RD_PASSES results-day: passes over the rows, alternating order [2; quick 1]
     rd_pool: int  # BENCH_RD_POOL results-day: the get-result processes' DATABASE_POOL_SIZE [16]
     batch_rows: int  # BENCH_BATCH_ROWS batch: rows per load, HTTP batch and psql \copy alike [100000; quick 20000]
     batch_runs: int  # BENCH_BATCH_RUNS batch: loads of each kind, alternating [2]
@@ -114,6 +115,7 @@ class Settings:
             rd_arrivals=float(env.get("BENCH_RD_ARRIVALS", "100")),
             rd_ttls=[float(v) for v in env.get("BENCH_RD_TTLS", "2 60").replace(",", " ").split()],
             rd_connections=int(env.get("BENCH_RD_CONNECTIONS", "64")),
+            rd_passes=int(env.get("BENCH_RD_PASSES", "1" if quick else "2")),
             rd_pool=int(env.get("BENCH_RD_POOL", "16")),
             batch_rows=int(env.get("BENCH_BATCH_ROWS", "20000" if quick else "100000")),
             batch_runs=int(env.get("BENCH_BATCH_RUNS", "2")),
