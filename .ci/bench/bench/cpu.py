@@ -71,7 +71,7 @@ class CpuWatch:
             # background processes (WAL replay on the replica, walsender,
             # checkpointer, autovacuum) also work for everyone else's writes.
             return f"postgres {role}" if self.is_backend(pid) else f"postgres {role} background"
-        if comm in ("wrk", "pgbench"):
+        if comm in ("wrk", "pgbench", "psql"):  # psql: the batch scenario's copy
             return "load generator"
         return "other"
 

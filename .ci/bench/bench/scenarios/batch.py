@@ -98,7 +98,8 @@ def run(b) -> None:
         "by counting the year's rows on the primary.")
     r.t(["load", "seconds", "rows/s", "ratio to best psql \\copy"],
         [[x["kind"], x["seconds"], x["rows_per_s"], ratio(x["rows_per_s"], best[kinds[1]])] for x in runs])
-    r.p("CPU during each load (cores, of %d):" % (os.cpu_count() or 1))
+    r.p("CPU during each load (cores, of %d; psql counts as the load generator, every other process on the "
+        "machine as \"other\"):" % (os.cpu_count() or 1))
     columns = ["create-results-batch"] + [c for c in b.cpu_columns if c != "get-result"]
     r.t(["load"] + columns, [[x["kind"]] + cpu_row(x["cpu"], columns) for x in runs])
     b.results["batch"] = {"year": year, "rows": rows, "runs": runs, "best_rows_per_s": best,

@@ -143,7 +143,7 @@ def run(b) -> None:
         f"(a key file in time order, lua/key_file.lua) with {s.rd_connections} connections as fast as it is served, "
         f"{s.duration:g} s per run, {s.rd_passes} passes (BENCH_RD_PASSES; each row shows the pass that served "
         "the most, beside the others' rates), against get-result processes of the benchmark's own (pool "
-        f"{s.rd_pool}) started with the cache off (`READ_CACHE_CAPACITY=0`) and on (`READ_CACHE_CAPACITY={students}`); "
+        f"{s.rd_pool}) started with the cache off (`READ_CACHE_CAPACITY=0`) and on (`READ_CACHE_CAPACITY={students}`). "
         "A cache-on row's TTL is the real TTL scaled by the replay's compression (its rate over the crowd's, "
         "from the cache-off row), so the cache sees about as much of the crowd's time as on the day; \"crowd s "
         "the TTL spanned\" is what it spanned at the rate the row reached (a faster row spans less), and the "
@@ -157,9 +157,10 @@ def run(b) -> None:
     r.t(["target", "real TTL s", "replay TTL ms", "crowd s the TTL spanned", "load average", "requests/s", "requests/s of the other passes", "p50 ms", "p99 ms", "errors",
          "hit ratio implied by the timeline", "hit ratio counted", "database cores", "database CPU µs per request",
          "requests/s ratio to pgbench", "database CPU per request ratio to pgbench"], rows)
-    r.p("CPU during each run (cores, of %d; load average before the run: %s):"
+    r.p("CPU during each run, in the order they ran (cores, of %d; load average before the scenario: %s):"
         % (os.cpu_count() or 1, b.results.get("machine", {}).get("load average before the run", "?")))
-    r.t(["run"] + b.cpu_columns, [[d["label"]] + cpu_row(d["cpu"], b.cpu_columns) for d in data])
+    r.t(["#", "run", "requests/s"] + b.cpu_columns,
+        [[i + 1, d["label"], d["rps"]] + cpu_row(d["cpu"], b.cpu_columns) for i, d in enumerate(data)])
     b.results["results_day"] = {
         "year": year, "students": students, "repeats": s.rd_repeats, "window_s": s.rd_window,
         "arrivals_per_s": s.rd_arrivals, "crowd_rps": crowd_rate, "connections": s.rd_connections,
