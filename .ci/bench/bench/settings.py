@@ -75,7 +75,7 @@ class Settings:
     rd_passes: int  # BENCH_RD_PASSES results-day: passes over the rows, alternating order [2; quick 1]
     rd_pool: int  # BENCH_RD_POOL results-day: the get-result processes' DATABASE_POOL_SIZE [16]
     batch_rows: int  # BENCH_BATCH_ROWS batch: rows per load, HTTP batch and psql \copy alike [100000; quick 20000]
-    batch_runs: int  # BENCH_BATCH_RUNS batch: loads of each kind, alternating [2]
+    batch_runs: int  # BENCH_BATCH_RUNS batch: loads of each kind, alternating [3]
     batch_year: int  # BENCH_BATCH_YEAR batch: the scratch exam year (must hold no results) [2098]
     only: set[str]  # BENCH_ONLY comma list of scenarios [all]
     out_dir: Path  # BENCH_OUT [bench-results]
@@ -118,7 +118,7 @@ class Settings:
             rd_passes=int(env.get("BENCH_RD_PASSES", "1" if quick else "2")),
             rd_pool=int(env.get("BENCH_RD_POOL", "16")),
             batch_rows=int(env.get("BENCH_BATCH_ROWS", "20000" if quick else "100000")),
-            batch_runs=int(env.get("BENCH_BATCH_RUNS", "2")),
+            batch_runs=int(env.get("BENCH_BATCH_RUNS", "3")),
             batch_year=int(env.get("BENCH_BATCH_YEAR", "2098")),
             only=only,
             out_dir=Path(env.get("BENCH_OUT", str(ROOT / "bench-results"))),
