@@ -98,6 +98,8 @@ def run(b) -> None:
         "by counting the year's rows on the primary.")
     r.t(["load", "seconds", "rows/s", "ratio to best psql \\copy"],
         [[x["kind"], x["seconds"], x["rows_per_s"], ratio(x["rows_per_s"], best[kinds[1]])] for x in runs])
+    r.p(f"Best of each: HTTP batch {best[kinds[0]]:,.0f} rows/s, psql \\copy {best[kinds[1]]:,.0f} rows/s; "
+        f"ratio {best[kinds[0]] / best[kinds[1]]:.2f}.")
     r.p("CPU during each load (cores, of %d; psql counts as the load generator, every other process on the "
         "machine as \"other\"):" % (os.cpu_count() or 1))
     columns = ["create-results-batch"] + [c for c in b.cpu_columns if c != "get-result"]
