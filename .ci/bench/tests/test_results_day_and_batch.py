@@ -1,14 +1,20 @@
 """The results-day and batch scenarios' offline parts: the crowd's timeline,
 the hit ratio it implies, the key-file replay under the real wrk, the batch
-bodies and the settings.
+bodies and the settings; with LIVE_STACK=1 (and `make up` running) a short
+run of both against the stack.
 
     python3 -m pytest -q .ci/bench/tests
 """
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH_DIR))
@@ -72,3 +78,19 @@ def test_results_day_and_batch_settings_come_from_the_environment():
     assert (s.rd_students, s.rd_ttls, s.batch_rows, s.only) == (10, [1.0, 30.0], 5, {"results-day", "batch"})
     quick = settings.Settings.from_env({"BENCH_QUICK": "1"})
     assert quick.rd_students < settings.Settings.from_env({}).rd_students
+
+
+@pytest.mark.skipif(os.environ.get("LIVE_STACK") != "1", reason="set LIVE_STACK=1 with `make up` running")
+def test_a_short_results_day_and_batch_run_against_the_stack_writes_its_tables(tmp_path):
+    env = dict(os.environ, BENCH_ONLY="results-day,batch", BENCH_DURATION="1", BENCH_RD_STUDENTS="2000",
+               BENCH_RD_TTLS="60", BENCH_RD_PASSES="1", BENCH_BATCH_ROWS="2000", BENCH_BATCH_RUNS="1",
+               BENCH_OUT=str(tmp_path))
+    out = subprocess.run([str(BENCH_DIR / "run.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    runs = {r["label"]: r for r in data["results_day"]["chosen"]}
+    assert set(runs) == {"get-result, cache off", "get-result, cache on, TTL 60 s", "pgbench -> PgBouncer -> replica"}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in runs.values())
+    assert runs["get-result, cache on, TTL 60 s"]["hit_ratio"] > 0
+    assert [r["kind"] for r in data["batch"]["runs"]] == ["HTTP batch (create-results-batch)",
+                                                          "psql \\copy through PgBouncer"]
