@@ -154,7 +154,8 @@ def run(b) -> None:
         "through the same PgBouncer. \"database\" is PgBouncer plus both PostgreSQL servers (client backends and "
         f"background); year {year} " + ("was made public for the run through set-publication and set back after."
                                         if restore is not None else "is published."))
-    r.t(["target", "real TTL s", "replay TTL ms", "crowd s the TTL spanned", "load average", "requests/s", "requests/s of the other passes", "p50 ms", "p99 ms", "errors",
+    r.t(["target", "real TTL s", "replay TTL ms", "crowd s the TTL spanned", "load average", "requests/s",
+         "requests/s of the other passes", "p50 ms", "p99 ms", "errors",
          "hit ratio implied by the timeline", "hit ratio counted", "database cores", "database CPU µs per request",
          "requests/s ratio to pgbench", "database CPU per request ratio to pgbench"], rows)
     r.p("CPU during each run, in the order they ran (cores, of %d; load average before the scenario: %s):"
