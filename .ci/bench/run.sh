@@ -6,7 +6,8 @@
 #   BENCH_ONLY=point,sweep .ci/bench/run.sh
 #
 # Settings (environment): BENCH_DURATION, BENCH_SWEEP_DURATION, BENCH_CONNECTIONS, BENCH_SWEEP,
-# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_INSTR_REQUESTS, BENCH_INSTR_RUNS, BENCH_PERF, BENCH_OUT;
+# BENCH_POOLS, BENCH_COLD_RUNS, BENCH_GROWTH_ROWS, BENCH_INSTR_REQUESTS, BENCH_INSTR_RUNS, BENCH_PERF, BENCH_OUT,
+# BENCH_RD_* (results-day), BENCH_BATCH_* (batch);
 # see .ci/bench/bench/settings.py. Results: bench-results/<UTC timestamp>.md (+ .json).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -9,6 +9,12 @@ processes on 127.0.0.1 and is reported as a markdown table:
   mixed         10:1 reads to authenticated writes (get-result + update/create-result)
   list          keyset pages of 100: random pages under load, and one walk through a
                 whole year
+  results-day   the crowd's lookups (every student's roll number a few times within
+                minutes) through get-result processes of our own with the in-process
+                cache off and on, beside pgbench through PgBouncer: database CPU per
+                served request
+  batch         rows/s of HTTP batch loads (create-results-batch) beside psql \\copy
+                of the same rows into a scratch year
   sweep         one get-result process of our own (list-results, update-result too)
                 against in-flight concurrency 1..512 and pool size; the knee and the
                 Knative settings it implies

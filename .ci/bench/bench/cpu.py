@@ -10,6 +10,9 @@ from typing import Iterable
 from .settings import FUNCTIONS, NAMES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# /proc/PID/stat holds the first 15 bytes of a program's name (TASK_COMM_LEN - 1).
+COMM_LEN = 15
+FUNCTION_OF_COMM = {name[:COMM_LEN]: name for name in NAMES}
 
 
 def read_proc_stat() -> dict[int, tuple[str, int, int]]:
@@ -42,8 +45,9 @@ def machine_ticks() -> tuple[int, int, int]:
 
 
 def is_client_backend(cmdline: str) -> bool:
-    """Whether a postgres process title is a client backend ("postgres: USER DB HOST(PORT) STATE")."""
-    return bool(re.match(r"postgres: \S+ \S+ [\d.:\[\]a-f]+\(\d+\)", cmdline))
+    """Whether a postgres process title is a client backend: "postgres: USER DB HOST(PORT) STATE"
+    over TCP, "postgres: USER DB [local] STATE" over a Unix socket (PgBouncer's own connections)."""
+    return bool(re.match(r"postgres: \S+ \S+ ([\d.:\[\]a-f]+\(\d+\)|\[local\])", cmdline))
 
 
 class CpuWatch:
@@ -55,8 +59,8 @@ class CpuWatch:
         self.cmdlines: dict[int, bool] = {}
 
     def group(self, pid: int, comm: str, ppid: int) -> str:
-        if comm in NAMES:
-            return comm
+        if comm in FUNCTION_OF_COMM:
+            return FUNCTION_OF_COMM[comm]
         if comm == "pgbouncer":
             return "pgbouncer"
         if comm in ("postgres", "postmaster") or comm.startswith("postgres"):
@@ -67,7 +71,7 @@ class CpuWatch:
             # background processes (WAL replay on the replica, walsender,
             # checkpointer, autovacuum) also work for everyone else's writes.
             return f"postgres {role}" if self.is_backend(pid) else f"postgres {role} background"
-        if comm in ("wrk", "pgbench"):
+        if comm in ("wrk", "pgbench", "psql"):  # psql: the batch scenario's copy
             return "load generator"
         return "other"
 

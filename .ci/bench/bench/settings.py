@@ -66,6 +66,17 @@ class Settings:
     instr_requests: int  # BENCH_INSTR_REQUESTS requests counted under callgrind per run [2000; quick 500]
     instr_runs: int  # BENCH_INSTR_RUNS callgrind runs per target [2]
     instr_profile: bool  # BENCH_INSTR_PROFILE=1: also get-result's instructions by function (a build with symbols) [0]
+    rd_students: int  # BENCH_RD_STUDENTS results-day: students looking up their result [50000; quick 20000]
+    rd_repeats: int  # BENCH_RD_REPEATS results-day: lookups per student (student, family, refreshes) [4]
+    rd_window: float  # BENCH_RD_WINDOW results-day: seconds after a student's first lookup holding the others [300]
+    rd_arrivals: float  # BENCH_RD_ARRIVALS results-day: students arriving per second [100]
+    rd_ttls: list[float]  # BENCH_RD_TTLS results-day: cache time to live, real seconds, one cache-on row each [2 60]
+    rd_connections: int  # BENCH_RD_CONNECTIONS results-day: wrk connections and pgbench clients [64]
+    rd_passes: int  # BENCH_RD_PASSES results-day: passes over the rows, alternating order [2; quick 1]
+    rd_pool: int  # BENCH_RD_POOL results-day: the get-result processes' DATABASE_POOL_SIZE [16]
+    batch_rows: int  # BENCH_BATCH_ROWS batch: rows per load, HTTP batch and psql \copy alike [100000; quick 20000]
+    batch_runs: int  # BENCH_BATCH_RUNS batch: loads of each kind, alternating [3]
+    batch_year: int  # BENCH_BATCH_YEAR batch: the scratch exam year (must hold no results) [2098]
     only: set[str]  # BENCH_ONLY comma list of scenarios [all]
     out_dir: Path  # BENCH_OUT [bench-results]
     perf: bool  # BENCH_PERF=0 disables the perf profile [1]
@@ -98,6 +109,17 @@ class Settings:
             instr_requests=int(env.get("BENCH_INSTR_REQUESTS", "500" if quick else "2000")),
             instr_runs=int(env.get("BENCH_INSTR_RUNS", "2")),
             instr_profile=env.get("BENCH_INSTR_PROFILE", "0") not in ("", "0", "false", "no"),
+            rd_students=int(env.get("BENCH_RD_STUDENTS", "20000" if quick else "50000")),
+            rd_repeats=int(env.get("BENCH_RD_REPEATS", "4")),
+            rd_window=float(env.get("BENCH_RD_WINDOW", "300")),
+            rd_arrivals=float(env.get("BENCH_RD_ARRIVALS", "100")),
+            rd_ttls=[float(v) for v in env.get("BENCH_RD_TTLS", "2 60").replace(",", " ").split()],
+            rd_connections=int(env.get("BENCH_RD_CONNECTIONS", "64")),
+            rd_passes=int(env.get("BENCH_RD_PASSES", "1" if quick else "2")),
+            rd_pool=int(env.get("BENCH_RD_POOL", "16")),
+            batch_rows=int(env.get("BENCH_BATCH_ROWS", "20000" if quick else "100000")),
+            batch_runs=int(env.get("BENCH_BATCH_RUNS", "3")),
+            batch_year=int(env.get("BENCH_BATCH_YEAR", "2098")),
             only=only,
             out_dir=Path(env.get("BENCH_OUT", str(ROOT / "bench-results"))),
             perf=env.get("BENCH_PERF", "1") not in ("0", "false", "no"),

@@ -19,6 +19,18 @@ function seed_random()
   for _ = 1, 10 do math.random() end
 end
 
+-- Scripts that format their requests once up front put them in `prebuilt`
+-- (in init); this request() hands them out in turn after `prebuilt_last`
+-- (0: from the first), starting again after the last. Scripts that build
+-- each request themselves define their own.
+prebuilt = {}
+prebuilt_last = 0
+
+function request()
+  prebuilt_last = prebuilt_last % #prebuilt + 1
+  return prebuilt[prebuilt_last]
+end
+
 -- Parses "key=value" command-line arguments (after `--`) into a table.
 function parse_args(args)
   local out = {}

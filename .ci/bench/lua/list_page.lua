@@ -7,8 +7,6 @@
 -- Requests are drawn and formatted up front, as in point_read.lua.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local requests, n, i
-
 function init(args)
   local a = parse_args(args)
   local year = assert(tonumber(a.year), "year=")
@@ -18,18 +16,11 @@ function init(args)
   local headers = {}
   if a.token then headers["Authorization"] = "Bearer " .. a.token end
   local pages = math.floor((hi - lo + 1) / limit)
-  n = tonumber(a.prebuilt) or 20000
+  local n = tonumber(a.prebuilt) or 20000
   seed_random()
-  requests = {}
   for k = 1, n do
     local after = lo - 1 + math.random(0, pages - 1) * limit
-    requests[k] = wrk.format("GET", string.format("/results?exam_year=%d&after=%d&limit=%d", year, after, limit),
+    prebuilt[k] = wrk.format("GET", string.format("/results?exam_year=%d&after=%d&limit=%d", year, after, limit),
                              headers)
   end
-  i = 0
-end
-
-function request()
-  i = i % n + 1
-  return requests[i]
 end

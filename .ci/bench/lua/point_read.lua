@@ -8,23 +8,14 @@
 -- about as much CPU as the function spends serving it, on the same cores.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local requests, n, i
-
 function init(args)
   local a = parse_args(args)
   local year = assert(tonumber(a.year), "year=")
   local lo = assert(tonumber(a.roll_min), "roll_min=")
   local hi = assert(tonumber(a.roll_max), "roll_max=")
-  n = tonumber(a.prebuilt) or 50000
+  local n = tonumber(a.prebuilt) or 50000
   seed_random()
-  requests = {}
   for k = 1, n do
-    requests[k] = wrk.format("GET", string.format("/results/%d/%d", year, math.random(lo, hi)))
+    prebuilt[k] = wrk.format("GET", string.format("/results/%d/%d", year, math.random(lo, hi)))
   end
-  i = 0
-end
-
-function request()
-  i = i % n + 1
-  return requests[i]
 end

@@ -202,6 +202,7 @@ def test_cpu_watch_attributes_a_busy_process_to_its_group():
 def test_client_backends_are_told_apart_from_background_processes_by_their_title():
     assert cpu.is_client_backend("postgres: exam_app exam_results 127.0.0.1(56768) idle")
     assert cpu.is_client_backend("postgres: exam_app exam_results 127.0.0.1(40438) SELECT")
+    assert cpu.is_client_backend("postgres: exam_reader exam_results [local] idle")  # PgBouncer over a socket
     assert not cpu.is_client_backend("postgres: startup recovering 00000001000000000000001C")
     assert not cpu.is_client_backend("postgres: walreceiver streaming 0/1C1CB748")
     assert not cpu.is_client_backend("postgres: checkpointer ")

@@ -40,7 +40,8 @@ def test_the_functions_and_their_ports_come_from_the_manifest():
 def test_cpu_accounting_counts_every_function_as_its_own_group_and_reads_on_the_read_path():
     watch = cpu.CpuWatch({})
     for f in settings.FUNCTIONS:
-        assert watch.group(1, f.name, 0) == f.name
+        # /proc/PID/stat shows 15 bytes of the name (create-results-batch is "create-results-")
+        assert watch.group(1, f.name[:15], 0) == f.name
         assert (f.name in cpu.READ_PATH) == (f.access == "read")
 
 

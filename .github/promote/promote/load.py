@@ -10,18 +10,27 @@ gate's ``min_requests``, it drives requests at the candidate's tag URL for the
 length of the bake, at a rate that gives the gate enough to judge, never more
 than ``max_rate`` per second and never more than ``max_requests`` in all.
 
-The requests follow the function's manifest entry (method and route), in the
-smoke-test exam year, whose partition a migration creates:
+The requests follow the function's manifest entry (method and route) and
+are what that function accepts, so a healthy candidate answers every one
+with a 2xx. All happen in the smoke-test exam year, whose partition a
+migration creates (sql/migrations/0005_smoke_partition.sql):
 
-- ``GET`` item routes look up a roll number that does not exist (a JSON 404:
-  the full database path, no data touched);
-- ``GET`` collection routes list one row of the smoke year;
-- ``POST`` creates a fresh roll number, deleted again through the stable
-  delete function;
-- ``PUT`` corrects the marks of one row that the driver creates first
-  through the stable create function (and deletes at the end);
+- ``GET`` of a result (a ``{roll_number}`` route) reads one row that the
+  driver creates first through the stable create-result, presenting the
+  create's consistency token so a lagging replica never answers 404;
+- other ``GET`` routes ask for the smoke year itself (a listing of one row,
+  its statistics, its publication time);
+- ``POST /results`` creates a fresh roll number;
+- ``POST /results/batches`` loads the same few rows of the revision's range
+  as CSV with ``on_existing=replace``, so every repetition is accepted;
+- ``PUT /publications/{exam_year}`` sets the smoke year's publication to a
+  fixed past instant (public, as without one): the same request every time;
+- ``PUT`` of a result corrects the marks of one row the driver creates first
+  through the stable create-result;
 - ``DELETE`` deletes rows that the driver creates through the stable create
   function just before.
+
+Every row is deleted again through the stable delete-result.
 
 Every request counts: the driver reports how many it sent and how many got a
 5xx or no answer, and the summary shows them beside the gate results.
@@ -29,6 +38,7 @@ Every request counts: the driver reports how many it sent and how many got a
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import logging
@@ -43,6 +53,16 @@ from .manifest import Function
 
 log = logging.getLogger("promote")
 
+#: The batch route (create-results-batch): a CSV body, not JSON.
+BATCHES_ROUTE = "/results/batches"
+#: Rows of the revision's range each synthetic batch loads (the same rows every time).
+BATCH_ROWS = 3
+#: The publication time the synthetic load sets for the smoke year: in the
+#: past, so the year stays public, and the same every time.
+SMOKE_PUBLISHED_AT = "2000-01-01T00:00:00Z"
+#: The header a write answers with and a read presents to see that write.
+CONSISTENCY_TOKEN = "X-Consistency-Token"
+
 
 @dataclass
 class LoadStats:
@@ -51,16 +71,27 @@ class LoadStats:
     sent: int = 0
     #: 5xx answers and requests that got no answer at all
     failed: int = 0
+    #: 4xx answers: the load sends only what the function accepts, so a
+    #: healthy candidate has none
+    rejected: int = 0
     rate: float = 0.0
+    #: answers by status (0: no answer)
+    statuses: collections.Counter = field(default_factory=collections.Counter)
 
     def __str__(self) -> str:
-        return f"{self.sent} synthetic requests at {self.rate:g}/s ({self.failed} failed)"
+        return (f"{self.sent} synthetic requests at {self.rate:g}/s ({self.failed} failed"
+                + (f", {self.rejected} rejected with 4xx" if self.rejected else "") + ")")
 
 
 class LoadDriver(Protocol):
     """Starts and stops a synthetic load at a candidate's URL."""
 
     def start(self, url: str, rate: float, seconds: float) -> None: ...
+
+    def wait(self, timeout: float) -> None:
+        """Until the load has sent all its requests (or ``timeout`` seconds)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def stop(self) -> LoadStats: ...
 
@@ -102,9 +133,13 @@ class HttpLoad:
     _stop: threading.Event = field(default_factory=threading.Event)
     _stats: LoadStats = field(default_factory=LoadStats)
     _created: list[int] = field(default_factory=list)
+    _last_token: Optional[str] = None
+    _read_token: Optional[str] = None
 
     def __post_init__(self) -> None:
         self._rolls = roll_numbers(self.seed)
+        # the batch's rows: the first few of the revision's range, the same every time
+        self._batch = [next(self._rolls) for _ in range(BATCH_ROWS)]
 
     # -- LoadDriver ------------------------------------------------------------
     def start(self, url: str, rate: float, seconds: float) -> None:
@@ -115,6 +150,11 @@ class HttpLoad:
         self._thread = threading.Thread(target=self._run, args=(url.rstrip("/"), rate, count),
                                         name="synthetic-load", daemon=True)
         self._thread.start()
+
+    def wait(self, timeout: float) -> None:
+        """Until the load has sent all its requests (or ``timeout`` seconds)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def stop(self) -> LoadStats:
         self._stop.set()
@@ -135,18 +175,25 @@ class HttpLoad:
         return f"/results/{self.cfg.exam_year}/{roll}"
 
     def _send(self, method: str, url: str, body: Optional[dict] = None, count: bool = True,
-              auth: Optional[str] = None) -> Optional[int]:
-        """One request; ``auth`` is the token class (default: the candidate's own)."""
-        headers = self._headers(auth or self.function.auth)
+              auth: Optional[str] = None, data: Optional[str] = None,
+              headers: Optional[dict[str, str]] = None) -> Optional[int]:
+        """One request with a JSON ``body`` or raw ``data``; ``auth`` is the
+        token class (default: the candidate's own)."""
+        all_headers = {**self._headers(auth or self.function.auth), **(headers or {})}
         try:
-            resp = self.session.request(method, url, json=body, headers=headers, timeout=self.cfg.timeout)
+            resp = self.session.request(method, url, json=body, data=data, headers=all_headers,
+                                        timeout=self.cfg.timeout)
             status: Optional[int] = resp.status_code
+            self._last_token = resp.headers.get(CONSISTENCY_TOKEN) or self._last_token
         except requests.RequestException:
             status = None
         if count:
             self._stats.sent += 1
+            self._stats.statuses[status or 0] += 1
             if status is None or status >= 500:
                 self._stats.failed += 1
+            elif status >= 400:
+                self._stats.rejected += 1
         return status
 
     def _create_stable(self) -> Optional[int]:
@@ -157,24 +204,33 @@ class HttpLoad:
         body = {"roll_number": roll, "exam_year": self.cfg.exam_year, "marks": 40}
         if self._send("POST", url.rstrip("/") + "/results", body, count=False, auth="write-token") in (200, 201):
             self._created.append(roll)
+            self._read_token = self._last_token
             return roll
         return None
 
     def _one(self, base: str) -> None:
-        fn = self.function
-        templated = "{" in fn.route
-        if fn.method == "GET":
-            if templated:
-                path = fn.route.replace("{exam_year}", str(self.cfg.exam_year)).replace(
-                    "{roll_number}", "999999999999")
-            else:
-                path = f"{fn.route}?exam_year={self.cfg.exam_year}&limit=1"
-            self._send("GET", base + path)
+        fn, year = self.function, self.cfg.exam_year
+        if fn.method == "GET" and "{roll_number}" in fn.route:
+            if not self._created and self._create_stable() is None:
+                self._send("GET", base + self._item(999_999_999_999))  # no stable create: a JSON 404
+                return
+            token = {CONSISTENCY_TOKEN: self._read_token} if self._read_token else {}
+            self._send("GET", base + self._item(self._created[0]), headers=token)
+        elif fn.method == "GET":
+            path = fn.route.replace("{exam_year}", str(year))
+            self._send("GET", base + path + ("" if "{exam_year}" in fn.route else f"?exam_year={year}&limit=1"))
+        elif fn.method == "POST" and fn.route == BATCHES_ROUTE:
+            rows = "".join(f"{roll},{40 + i}\n" for i, roll in enumerate(self._batch))
+            if self._send("POST", f"{base}{fn.route}?exam_year={year}&on_existing=replace",
+                          data="roll_number,marks\n" + rows, headers={"Content-Type": "text/csv"}) in (200, 201):
+                self._created += [r for r in self._batch if r not in self._created]
         elif fn.method == "POST":
             roll = next(self._rolls)
-            if self._send("POST", base + fn.route,
-                          {"roll_number": roll, "exam_year": self.cfg.exam_year, "marks": 40}) in (200, 201):
+            if self._send("POST", base + fn.route, {"roll_number": roll, "exam_year": year, "marks": 40}) in (200, 201):
                 self._created.append(roll)
+        elif fn.method == "PUT" and "{roll_number}" not in fn.route:
+            # PUT /publications/{exam_year}: the smoke year public since a fixed past instant
+            self._send("PUT", base + fn.route.replace("{exam_year}", str(year)), {"publish_at": SMOKE_PUBLISHED_AT})
         elif fn.method == "PUT":
             if not self._created and self._create_stable() is None:
                 self._send("PUT", base + self._item(next(self._rolls)), {"marks": 41})  # a JSON 404

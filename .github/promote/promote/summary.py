@@ -56,7 +56,8 @@ def as_json(report: RolloutReport, environment: str) -> str:
                 "passed": s.passed,
                 "note": s.note,
                 "synthetic": None if s.synthetic is None else {
-                    "sent": s.synthetic.sent, "failed": s.synthetic.failed, "rate": s.synthetic.rate},
+                    "sent": s.synthetic.sent, "failed": s.synthetic.failed, "rejected": s.synthetic.rejected,
+                    "rate": s.synthetic.rate},
                 "checks": [
                     {"at": c.at, "error_ratio": c.error_ratio, "p99_seconds": c.p99_seconds, "requests": c.requests,
                      "reasons": c.reasons}

@@ -77,6 +77,15 @@ def _drive(url: str, name: str, rate: float, seconds: float) -> tuple:
     return stats, time.monotonic() - started
 
 
+def _alone(url: str, name: str, max_requests: int, rate: float, seconds: float):
+    """A load with no stable functions to lean on, until it has sent ``max_requests`` (at most 20/s)."""
+    load = HttpLoad(function(name), {}, LoadConfig(exam_year=2099, max_rate=20, max_requests=max_requests),
+                    seed=f"{name}-x")
+    load.start(url, rate=rate, seconds=seconds)
+    load.wait(timeout=5)
+    return load.stop()
+
+
 def test_an_update_load_corrects_one_row_it_created_and_deletes_it_afterwards(functions):
     url, server = functions
     stats, took = _drive(url, "update-result", rate=20, seconds=0.5)
@@ -111,20 +120,26 @@ def test_a_list_load_sends_the_read_token_not_the_write_token(functions):
     assert {(m, p, a) for m, p, a, _ in server.seen} == {("GET", "/results?exam_year=2099&limit=1", "Bearer r3ad")}
 
 
-def test_a_read_load_looks_up_a_missing_roll_number_and_never_writes(functions):
+def test_a_result_read_load_reads_a_row_it_created_and_deletes_it_afterwards(functions):
     url, server = functions
     stats, _ = _drive(url, "get-result", rate=20, seconds=0.3)
-    assert stats.failed == 0 and stats.sent >= 3
+    assert stats.failed == 0 and stats.rejected == 0 and stats.sent >= 3
+    methods = [m for m, *_ in server.seen]
+    assert methods[0] == "POST" and methods[-1] == "DELETE" and set(methods[1:-1]) == {"GET"}
+    assert len({p for m, p, *_ in server.seen if m == "GET"}) == 1
+    assert server.rows == set()
+
+
+def test_without_a_stable_create_a_result_read_load_looks_up_a_missing_roll_number(functions):
+    url, server = functions
+    stats = _alone(url, "get-result", max_requests=3, rate=20, seconds=1)
+    assert stats.sent == 3 and stats.rejected == 3
     assert {(m, p) for m, p, *_ in server.seen} == {("GET", "/results/2099/999999999999")}
 
 
 def test_the_load_is_bounded_by_max_rate_and_max_requests(functions):
     url, server = functions
-    load = HttpLoad(function("get-result"), {}, LoadConfig(exam_year=2099, max_rate=20, max_requests=4),
-                    seed="get-result-x")
-    load.start(url, rate=1000, seconds=60)
-    time.sleep(0.6)
-    stats = load.stop()
+    stats = _alone(url, "get-result", max_requests=4, rate=1000, seconds=60)
     assert stats.rate == 20 and stats.sent == 4
 
 
