@@ -18,6 +18,7 @@ migration creates (sql/migrations/0005_smoke_partition.sql):
 - ``GET`` of a result (a ``{roll_number}`` route) reads one row that the
   driver creates first through the stable create-result, presenting the
   create's consistency token so a lagging replica never answers 404;
+- ``GET /`` (the results page) asks for the page;
 - other ``GET`` routes ask for the smoke year itself (a listing of one row,
   its statistics, its publication time);
 - ``POST /results`` creates a fresh roll number;
@@ -216,6 +217,8 @@ class HttpLoad:
                 return
             token = {CONSISTENCY_TOKEN: self._read_token} if self._read_token else {}
             self._send("GET", base + self._item(self._created[0]), headers=token)
+        elif fn.method == "GET" and fn.route == "/":
+            self._send("GET", base + "/")  # the results page itself
         elif fn.method == "GET":
             path = fn.route.replace("{exam_year}", str(year))
             self._send("GET", base + path + ("" if "{exam_year}" in fn.route else f"?exam_year={year}&limit=1"))
