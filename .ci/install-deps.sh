@@ -18,18 +18,22 @@ missing=()
 for pkg in $(printf '%s\n' "${packages[@]}" | sort -u); do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
+apt_install() {
+  local sudo=""
   if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; fi
   if { [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; } && command -v apt-get >/dev/null; then
-    echo "==> apt-get install ${missing[*]}"
+    echo "==> apt-get install $*"
     $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   else
-    echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
+    echo "missing Debian packages: $* (run: sudo apt-get install $*)" >&2
     exit 1
   fi
-fi
+}
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+# Debian's own nodejs ships npm as a package of its own (NodeSource's nodejs
+# includes it): the browser tests need it either way.
+command -v npm >/dev/null || apt_install npm
 # The Debian packages start their own services where systemd exists; the
 # project runs its own instances on other ports and needs none of them.
 
