@@ -191,12 +191,16 @@ start_prometheus() {
   fi
 }
 
-# example_url METHOD ROUTE ACCESS: a URL path with sample values.
+# example_path ROUTE ACCESS: a URL path with sample values (a seeded, published
+# row for reads; a roll number outside the seed for writes).
 example_path() {
-  local method="$1" route="$2" access="$3" year=2025 roll=999000001
+  local route="$1" access="$2" year=2025 roll=999000001
   [ "$access" = read ] && { year=2024; roll=100000001; }
   route="${route//\{exam_year\}/$year}"; route="${route//\{roll_number\}/$roll}"
-  if [ "$method" = GET ] && [[ "$route" != */$roll ]]; then route="$route?exam_year=$year&limit=3"; fi
+  case "$route" in
+    /results) [ "$access" = read ] && route="$route?exam_year=$year&limit=3" ;;
+    /results/batches) route="$route?exam_year=$year" ;;
+  esac
   echo "$route"
 }
 
@@ -218,14 +222,17 @@ Database roles: exam_owner (migrations), exam_app (writes), exam_reader (reads);
 
 TXT
   while read -r name access method route port; do
-    local url
+    local url auth
     [ "$route" = / ] && continue   # the results page, above
-    url="http://127.0.0.1:$port$(example_path "$method" "$route" "$access")"
-    case "$method" in
-      GET) if [[ "$url" == *\?* ]]; then echo "  curl -s '$url' -H 'Authorization: Bearer $READ_TOKEN'"; else echo "  curl -s $url"; fi ;;
-      POST) echo "  curl -s -X POST $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"roll_number\": 999000001, \"exam_year\": 2025, \"marks\": 88}'" ;;
-      PUT) echo "  curl -s -X PUT $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"marks\": 91}'" ;;
-      DELETE) echo "  curl -s -X DELETE -o /dev/null -w '%{http_code}\\n' $url -H 'Authorization: Bearer $WRITE_TOKEN'" ;;
+    url="http://127.0.0.1:$port$(example_path "$route" "$access")"
+    auth="$(manifest_field "$name" auth)"
+    case "$method $route" in
+      "GET "*) if [ "$auth" = public ]; then echo "  curl -s $url"; else echo "  curl -s '$url' -H 'Authorization: Bearer $READ_TOKEN'"; fi ;;
+      "POST /results/batches") printf '%s\n' "  printf 'roll_number,marks\\n999000002,75\\n999000003,64\\n' | curl -s -X POST '$url' -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: text/csv' --data-binary @-" ;;
+      "POST "*) echo "  curl -s -X POST $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"roll_number\": 999000001, \"exam_year\": 2025, \"marks\": 88}'" ;;
+      "PUT /publications/"*) echo "  curl -s -X PUT $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"publish_at\": \"$(date -u -d '+1 hour' +%Y-%m-%dT%H:00:00Z)\"}'" ;;
+      "PUT "*) echo "  curl -s -X PUT $url -H 'Authorization: Bearer $WRITE_TOKEN' -H 'Content-Type: application/json' -d '{\"marks\": 91}'" ;;
+      "DELETE "*) printf '%s\n' "  curl -s -X DELETE -o /dev/null -w '%{http_code}\\n' $url -H 'Authorization: Bearer $WRITE_TOKEN'" ;;
     esac
   done < <(functions)
   printf "\nStop with 'make down' (keeps data); remove everything with 'make clean'.\n"

@@ -5,6 +5,7 @@ prints (it used to print 8081-8085 whatever the overrides)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import yaml
@@ -52,3 +53,32 @@ def test_each_function_gets_its_roles_credentials_and_token(tmp_path):
             assert env["READ_FALLBACK_DATABASE_URL"] == "postgres://exam_reader@127.0.0.1:6999/exam_results"
             assert env["DATABASE_PASSWORD"] == "reader-pw" and env["READ_TOKENS"] == "r-token"
             assert "WRITE_TOKENS" not in env
+
+
+def _default_ports(script):
+    """The `NAME_PORT="${NAME_PORT:-N}"` defaults a script of the local system listens on."""
+    text = (cs.REPO / script).read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(r'^(?:export )?(\w+_PORT)="\$\{\w+:-(\d+)\}"', text, re.M)}
+
+
+def test_every_default_port_of_make_up_is_its_own(tmp_path):
+    """Each function and its metrics port (port + 1000), PostgreSQL, PgBouncer, Prometheus and
+    the exporters: no two on one port (a function at 8090 had its metrics on Prometheus's 9090)."""
+    (tmp_path / "sandbox.env").write_text("PG_BIN=/nonexistent\nPGBOUNCER_PORT=6999\n")
+    (tmp_path / "secrets.env").write_text("WRITE_TOKEN=w\nREAD_TOKEN=r\n")
+    ports = {}
+    for script in (".ci/stack.sh", "grafana/local/start-prometheus.sh"):
+        for name, port in _default_ports(script).items():
+            ports.setdefault(port, set()).add(name)
+    for line in stack("functions").stdout.splitlines():
+        name, port = line.split()[0], line.split()[-1]
+        env = dict(row.split("=", 1) for row in stack("env", name, port, STATE_DIR=str(tmp_path)).stdout.splitlines())
+        ports.setdefault(int(env["PORT"]), set()).add(name)
+        ports.setdefault(int(env["METRICS_PORT"]), set()).add(f"{name} metrics")
+    # The stack and the Prometheus script name the same database ports differently.
+    shared = {"PGBOUNCER_PORT", "PRIMARY_PORT", "POSTGRES_PRIMARY_PORT", "REPLICA_PORT", "POSTGRES_REPLICA_PORT",
+              "PROMETHEUS_PORT"}
+    clashes = {port: names for port, names in ports.items()
+               if len(names - shared) + (1 if names & shared else 0) > 1
+               or len({n.replace("POSTGRES_", "") for n in names & shared}) > 1}
+    assert len(ports) >= len(MANIFEST) * 2 + 4 and not clashes, clashes

@@ -12,7 +12,7 @@ use crate::support::{
     shared_cluster, spawn, spawn_env, spawn_with, Spawn, TestApp, GET, PAGE, READ_TOKEN,
 };
 
-const ORIGIN: &str = "http://127.0.0.1:8090";
+const ORIGIN: &str = "http://127.0.0.1:8080";
 
 async fn text(
     app: &TestApp,
