@@ -326,7 +326,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
-; 5 functions x DATABASE_POOL_SIZE (16 under make up) = 80 client connections, plus benchmarks.
+; each function of functions.yaml x DATABASE_POOL_SIZE (16 under make up) client connections, plus benchmarks.
 max_client_conn = 1000
 default_pool_size = 40
 reserve_pool_size = 5

@@ -1,4 +1,4 @@
-"""The smoke tests against a stand-in of the five functions' HTTP API.
+"""The smoke tests against a stand-in of the functions' HTTP API.
 
 The stand-in (no Rust build here) follows the contract: one route per
 function, JSON errors ``{"error": {"code", "message"}}``, bearer tokens on
