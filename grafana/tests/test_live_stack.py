@@ -5,7 +5,9 @@ listed, not run: the local stack has no cluster.
 
 Skipped unless LIVE_STACK=1. Settings:
   LIVE_PROMETHEUS_URL  (default http://127.0.0.1:9090)
-  LIVE_FUNCTIONS_HOST  (default 127.0.0.1; ports 8081..8085 as in the contract)
+  LIVE_FUNCTIONS_HOST  (default 127.0.0.1; each function's port as `make up` uses it: its
+                       port in knative/exam-results/functions.yaml unless <NAME>_PORT overrides it,
+                       e.g. GET_RESULT_PORT, as in .ci/stack.sh)
   LIVE_WRITE_TOKEN     (default: WRITE_TOKEN from $STATE_DIR/secrets.env, STATE_DIR default .local)
 """
 from __future__ import annotations
@@ -23,15 +25,27 @@ import pytest
 import yaml
 
 import generate
-from conftest import REPO, RULES, substitute
+from conftest import CHART, REPO, RULES, substitute
 
 pytestmark = pytest.mark.skipif(os.environ.get("LIVE_STACK") != "1",
                                 reason="needs the local stack: make up, then LIVE_STACK=1")
 
 PROM = os.environ.get("LIVE_PROMETHEUS_URL", "http://127.0.0.1:9090")
 HOST = os.environ.get("LIVE_FUNCTIONS_HOST", "127.0.0.1")
-PORTS = {"create-result": 8081, "get-result": 8082, "list-results": 8083,
-         "update-result": 8084, "delete-result": 8085}
+
+
+def manifest() -> list[dict]:
+    """The functions, from the one list of them (the chart's functions.yaml)."""
+    return yaml.safe_load((CHART / "functions.yaml").read_text())["functions"]
+
+
+def local_port(function: dict) -> int:
+    """The port `make up` gives a function: <NAME>_PORT (get-result: GET_RESULT_PORT), else
+    its port in functions.yaml (.ci/stack.sh's rule)."""
+    return int(os.environ.get(function["name"].upper().replace("-", "_") + "_PORT") or function["port"])
+
+
+PORTS = {f["name"]: local_port(f) for f in manifest()}
 BURST_SECONDS = 10
 BURST_MAX_REQUESTS = 600
 
@@ -88,6 +102,13 @@ def burst() -> dict[str, set[int]]:
             ("update-result", "PUT", f"/results/{year}/{roll}", {"marks": 75}, token),
             ("delete-result", "DELETE", f"/results/{year}/{roll}", None, token),
         ]
+        # Every other function: its method on its route, without a body (a client error that
+        # changes nothing), with the token its kind of access takes.
+        covered = {step[0] for step in steps}
+        for f in manifest():
+            if f["name"] not in covered:
+                path = f["route"].replace("{exam_year}", str(year)).replace("{roll_number}", str(roll))
+                steps.append((f["name"], f["method"], path, None, token if f["auth"] == "write-token" else None))
         for function, method, path, body, tok in steps:
             seen[function].add(call(function, method, path, body, tok))
             sent += 1
