@@ -128,11 +128,18 @@ def test_every_local_panel_query_returns_data_after_a_burst():
     queries = generate.panel_queries()
     local = [q for q in queries if q["scope"] == "local"]
     kubernetes_only = [q for q in queries if q["scope"] == "kubernetes"]
-    empty = []
+    # The in-process read cache is off unless READ_CACHE_CAPACITY is set (make up leaves it
+    # off): its panels can only have data where a function exports the cache's metrics.
+    cache_on = bool(prom_query("exam_results_read_cache_entries"))
+    empty, cache_off = [], []
     for q in local:
-        if not prom_query(substitute(q["expr"])):
-            empty.append(f"{q['dashboard']}: {q['panel']} ({q['refId']})")
-    print(f"\n{len(local)} local queries returned data; {len(kubernetes_only)} Kubernetes-only queries not run:")
+        name = f"{q['dashboard']}: {q['panel']} ({q['refId']})"
+        if not cache_on and "exam_results_read_cache_" in q["expr"]:
+            cache_off.append(name)
+        elif not prom_query(substitute(q["expr"])):
+            empty.append(name)
+    print(f"\n{len(local) - len(cache_off)} local queries returned data; read cache off, not run: {cache_off}")
+    print(f"{len(kubernetes_only)} Kubernetes-only queries not run:")
     for q in kubernetes_only:
         print(f"  {q['dashboard']}: {q['panel']} ({q['refId']})")
     assert empty == [], "no data for:\n" + "\n".join(empty)
