@@ -43,43 +43,41 @@ func render(t testing.TB, r chartRelease, ns string) []*unstructured.Unstructure
 	return decode(t, runPython(t, args...))
 }
 
-func digest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
-
-// cdManaged is a release the CD pipeline manages: every function pinned by
-// digest under a BYO revision name, get-result's traffic split between the
-// stable revision and the candidate, both tagged.
-var cdManaged = chartRelease{sets: []string{
-	"functions.createResult.image.digest=" + digest('1'), "functions.createResult.revision=abc1234",
-	"functions.getResult.image.digest=" + digest('2'), "functions.getResult.revision=abc1234",
-	"functions.listResults.image.digest=" + digest('3'), "functions.listResults.revision=abc1234",
-	"functions.updateResult.image.digest=" + digest('4'), "functions.updateResult.revision=abc1234",
-	"functions.deleteResult.image.digest=" + digest('5'), "functions.deleteResult.revision=abc1234",
-	"functions.getResult.traffic[0].revisionName=get-result-00002", "functions.getResult.traffic[0].percent=90",
-	"functions.getResult.traffic[0].tag=stable",
-	"functions.getResult.traffic[1].revision=abc1234", "functions.getResult.traffic[1].percent=10",
-	"functions.getResult.traffic[1].tag=candidate",
-}}
+// cdManaged is a release the CD pipeline manages, every function of
+// functions.yaml as the promotion program leaves it: knative/cd_values.py
+// builds the --set expressions with .github/promote's own override (image
+// digest, BYO revision suffix, tagged traffic; get-result's stable revision at
+// 90 % and the candidate at 10 %).
+func cdManaged(t testing.TB) chartRelease {
+	t.Helper()
+	return chartRelease{sets: strings.Fields(runPython(t, filepath.Join("knative", "cd_values.py")))}
+}
 
 // The value sets of the chart: each is installed into its own namespace.
-var valueSets = []struct {
+func valueSets(t testing.TB) []struct {
 	name    string
 	release chartRelease
-}{
-	{"defaults", chartRelease{}},
-	{"prod", chartRelease{files: []string{"ci/prod-values.yaml"}}},
-	{"minimal", chartRelease{files: []string{"ci/minimal-values.yaml"}}},
-	{"cd-managed", cdManaged},
-	// The prometheus-operator objects, which a render without a cluster leaves out unless asked.
-	{"prod-monitoring", chartRelease{files: []string{"ci/prod-values.yaml"},
-		sets: []string{"observability.prometheusRule.enabled=true", "observability.podMonitors.enabled=true"}}},
-	// The RDS CA bundle is a file given at install (--set-file); a placeholder PEM here.
-	{"rds", chartRelease{files: []string{"ci/rds-values.yaml"},
-		sets: []string{"database.tls.caBundle=-----BEGIN CERTIFICATE-----"}}},
+} {
+	return []struct {
+		name    string
+		release chartRelease
+	}{
+		{"defaults", chartRelease{}},
+		{"prod", chartRelease{files: []string{"ci/prod-values.yaml"}}},
+		{"minimal", chartRelease{files: []string{"ci/minimal-values.yaml"}}},
+		{"cd-managed", cdManaged(t)},
+		// The prometheus-operator objects, which a render without a cluster leaves out unless asked.
+		{"prod-monitoring", chartRelease{files: []string{"ci/prod-values.yaml"},
+			sets: []string{"observability.prometheusRule.enabled=true", "observability.podMonitors.enabled=true"}}},
+		// The RDS CA bundle is a file given at install (--set-file); a placeholder PEM here.
+		{"rds", chartRelease{files: []string{"ci/rds-values.yaml"},
+			sets: []string{"database.tls.caBundle=-----BEGIN CERTIFICATE-----"}}},
+	}
 }
 
 func TestEveryValueSetIsAcceptedByTheAPIServer(t *testing.T) {
 	ctx := context.Background()
-	for _, vs := range valueSets {
+	for _, vs := range valueSets(t) {
 		t.Run(vs.name, func(t *testing.T) {
 			ns := namespace(t, "values-"+vs.name)
 			objs := render(t, vs.release, ns)
@@ -94,33 +92,39 @@ func TestEveryValueSetIsAcceptedByTheAPIServer(t *testing.T) {
 }
 
 // The life of a release, each step rendered and applied over the one before.
-var upgradeSteps = []struct {
+func upgradeSteps(t testing.TB) []struct {
 	name    string
 	release chartRelease
-}{
-	{"install", chartRelease{}},
-	{"tune a target", chartRelease{sets: []string{"functions.getResult.autoscaling.target=80"}}},
-	{"CD rollout: candidate at 10%", cdManaged.with("functions.getResult.autoscaling.target=80")},
-	{"CD traffic shift to 50/50", cdManaged.with("functions.getResult.autoscaling.target=80",
-		"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50")},
-	{"tune again on the CD-managed release", cdManaged.with("functions.getResult.autoscaling.target=90",
-		"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50")},
-	{"PgBouncer image change", cdManaged.with("functions.getResult.autoscaling.target=90",
-		"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
-		"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=")},
-	{"NetworkPolicies off", cdManaged.with("functions.getResult.autoscaling.target=90",
-		"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
-		"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=", "networkPolicy.enabled=false")},
-	{"NetworkPolicies on again", cdManaged.with("functions.getResult.autoscaling.target=90",
-		"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
-		"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=")},
+} {
+	cdManaged := cdManaged(t)
+	return []struct {
+		name    string
+		release chartRelease
+	}{
+		{"install", chartRelease{}},
+		{"tune a target", chartRelease{sets: []string{"functions.getResult.autoscaling.target=80"}}},
+		{"CD rollout: candidate at 10%", cdManaged.with("functions.getResult.autoscaling.target=80")},
+		{"CD traffic shift to 50/50", cdManaged.with("functions.getResult.autoscaling.target=80",
+			"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50")},
+		{"tune again on the CD-managed release", cdManaged.with("functions.getResult.autoscaling.target=90",
+			"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50")},
+		{"PgBouncer image change", cdManaged.with("functions.getResult.autoscaling.target=90",
+			"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
+			"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=")},
+		{"NetworkPolicies off", cdManaged.with("functions.getResult.autoscaling.target=90",
+			"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
+			"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=", "networkPolicy.enabled=false")},
+		{"NetworkPolicies on again", cdManaged.with("functions.getResult.autoscaling.target=90",
+			"functions.getResult.traffic[0].percent=50", "functions.getResult.traffic[1].percent=50",
+			"pgbouncer.image.tag=1.25.1", "pgbouncer.image.digest=")},
+	}
 }
 
 func TestUpgradeStepsAreAcceptedByTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t, "upgrades")
 	rel := &helmRelease{namespace: ns}
-	for _, step := range upgradeSteps {
+	for _, step := range upgradeSteps(t) {
 		objs := render(t, step.release, ns)
 		before := len(rel.objects)
 		applied, rejected := rel.upgrade(ctx, objs)
@@ -148,7 +152,7 @@ func TestHelmAndCDFieldManagersDoNotSilentlyOverwriteEachOther(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t, "field-managers")
 	rel := &helmRelease{namespace: ns}
-	objs := render(t, cdManaged, ns)
+	objs := render(t, cdManaged(t), ns)
 	if _, rejected := rel.upgrade(ctx, objs); len(rejected) > 0 {
 		t.Fatalf("install: %v", rejected)
 	}

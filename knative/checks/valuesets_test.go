@@ -1,10 +1,13 @@
 package checks
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,21 +17,22 @@ import (
 // A placeholder PEM for the RDS CA bundle (given with --set-file at install).
 const caBundleSet = "database.tls.caBundle=-----BEGIN CERTIFICATE-----"
 
-// cdRelease is a release the CD pipeline manages: every function pinned by
-// digest under a BYO revision suffix, get-result's traffic split across the
-// stable revision (named as the Service's status shows it) and the candidate
-// this render creates, both tagged.
-var cdRelease = release{sets: []string{
-	"functions.createResult.image.digest=sha256:" + hex64('1'), "functions.createResult.revision=abc1234",
-	"functions.getResult.image.digest=sha256:" + hex64('2'), "functions.getResult.revision=abc1234",
-	"functions.listResults.image.digest=sha256:" + hex64('3'), "functions.listResults.revision=abc1234",
-	"functions.updateResult.image.digest=sha256:" + hex64('4'), "functions.updateResult.revision=abc1234",
-	"functions.deleteResult.image.digest=sha256:" + hex64('5'), "functions.deleteResult.revision=abc1234",
-	"functions.getResult.traffic[0].revisionName=get-result-00002", "functions.getResult.traffic[0].percent=90",
-	"functions.getResult.traffic[0].tag=stable",
-	"functions.getResult.traffic[1].revision=abc1234", "functions.getResult.traffic[1].percent=10",
-	"functions.getResult.traffic[1].tag=candidate",
-}}
+// cdRelease is a release the CD pipeline manages, every function of
+// functions.yaml as the promotion program leaves it: knative/cd_values.py
+// builds the --set expressions with .github/promote's own override, so these
+// checks render exactly the keys CD writes (image digest, BYO revision
+// suffix, tagged traffic split; get-result mid-canary).
+func cdRelease(t testing.TB) release {
+	t.Helper()
+	cmd := exec.Command(python(t), filepath.Join(knativeDir(t), "cd_values.py"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("knative/cd_values.py: %v\n%s", err, stderr.String())
+	}
+	return release{sets: strings.Fields(string(out))}
+}
 
 func hex64(c byte) string {
 	b := make([]byte, 64)
@@ -40,31 +44,33 @@ func hex64(c byte) string {
 
 var valueSets = []struct {
 	name    string
-	release release
+	release func(testing.TB) release
 	without []string // functions of functions.yaml the value set disables
 }{{
 	name:    "defaults",
-	release: release{},
+	release: fixed(release{}),
 }, {
 	name:    "prod",
-	release: release{files: []string{"ci/prod-values.yaml"}},
+	release: fixed(release{files: []string{"ci/prod-values.yaml"}}),
 }, {
 	name:    "minimal",
-	release: release{files: []string{"ci/minimal-values.yaml"}},
+	release: fixed(release{files: []string{"ci/minimal-values.yaml"}}),
 	without: []string{"delete-result"},
 }, {
 	name:    "rds",
-	release: release{files: []string{"ci/rds-values.yaml"}, sets: []string{caBundleSet}},
+	release: fixed(release{files: []string{"ci/rds-values.yaml"}, sets: []string{caBundleSet}}),
 }, {
 	name:    "cd-managed",
 	release: cdRelease,
 }}
 
+func fixed(r release) func(testing.TB) release { return func(testing.TB) release { return r } }
+
 func TestValueSetsPassKnativeDefaultingAndValidation(t *testing.T) {
 	ctx := knativeContext(t, nil)
 	for _, tc := range valueSets {
 		t.Run(tc.name, func(t *testing.T) {
-			svcs := services(t, render(t, tc.release))
+			svcs := services(t, render(t, tc.release(t)))
 			var got []string
 			for name, svc := range svcs {
 				got = append(got, name)
@@ -77,6 +83,36 @@ func TestValueSetsPassKnativeDefaultingAndValidation(t *testing.T) {
 				t.Errorf("Knative Services (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// Every function of a CD-managed release runs the image digest CD set, in a
+// revision named after the commit CD set.
+func TestACDManagedReleaseRunsEachFunctionsDigestUnderItsCommit(t *testing.T) {
+	r := cdRelease(t)
+	set := map[string]string{}
+	for _, s := range r.sets {
+		k, v, _ := strings.Cut(s, "=")
+		set[k] = v
+	}
+	svcs := services(t, render(t, r))
+	for _, fn := range functions(t) {
+		digest, commit := set["functions."+fn.Key+".image.digest"], set["functions."+fn.Key+".revision"]
+		if digest == "" || commit == "" {
+			t.Errorf("%s: knative/cd_values.py sets no digest or revision for functions.%s", fn.Name, fn.Key)
+			continue
+		}
+		svc, ok := svcs[fn.Name]
+		if !ok {
+			t.Errorf("%s is not rendered", fn.Name)
+			continue
+		}
+		if image := svc.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(image, "@"+digest) {
+			t.Errorf("%s: image %q, CD set digest %s", fn.Name, image, digest)
+		}
+		if name := svc.Spec.Template.Name; !strings.HasPrefix(name, fn.Name+"-"+commit+"-") {
+			t.Errorf("%s: revision %q is not named after commit %s", fn.Name, name, commit)
+		}
 	}
 }
 

@@ -52,7 +52,15 @@ if ! PGUSER="$ADMIN_PGUSER" PGPASSWORD="$ADMIN_PGPASSWORD" \
   admin_psql -d postgres -c "DROP DATABASE IF EXISTS \"$target\""
   die "pg_restore failed; $target was dropped and nothing else changed"
 fi
-admin_psql -d "$target" -c "ANALYZE"
+# The dumped database's own settings (ALTER DATABASE ... SET, such as 0008's
+# idle_in_transaction_session_timeout): pg_restore applies them only with
+# --create, which would restore under the dumped name, so here, to $target.
+pg_restore --create --schema-only --file=- "$file" \
+  | sed -nE "s/^ALTER DATABASE (\"[^\"]+\"|[^ ]+) SET /ALTER DATABASE \"$target\" SET /p" \
+  | admin_psql -d postgres
+# Database-wide, as the owner when ADMIN_PGUSER is the owner: quiet about the
+# shared catalogs only a superuser may analyse.
+PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=error" admin_psql -d "$target" -c "ANALYZE"
 elapsed=$(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 
 census="$(PGUSER="$ADMIN_PGUSER" PGPASSWORD="$ADMIN_PGPASSWORD" q -d "$target" -c "$CENSUS_SQL")"

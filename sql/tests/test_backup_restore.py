@@ -72,6 +72,25 @@ def test_restore_with_replace_swaps_the_restored_copy_in_and_keeps_the_old_one(s
         server.psql("postgres", f"DROP DATABASE IF EXISTS {old} WITH (FORCE)")
 
 
+def test_a_restored_database_keeps_the_settings_of_the_dumped_one(server, database, run_op):
+    # 0008 sets idle_in_transaction_session_timeout on the database itself
+    # (ALTER DATABASE ... SET): a restored copy, swapped in with --replace,
+    # must not lose it.
+    setting = "SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase " \
+              "WHERE d.datname = '{}' AND s.setrole = 0"
+    assert "idle_in_transaction_session_timeout=10s" in server.scalar("postgres", setting.format(database))
+    dump = backup(run_op, database)
+
+    result = run_op("restore.sh", dump, "--replace", database=database)
+    assert result.returncode == 0, result.stderr + result.stdout
+    old = re.search(r"previous database is (\S+)", result.stdout).group(1)
+    try:
+        assert "idle_in_transaction_session_timeout=10s" in server.scalar("postgres", setting.format(database))
+        assert server.scalar(database, "SHOW idle_in_transaction_session_timeout") == "10s"
+    finally:
+        server.psql("postgres", f"DROP DATABASE IF EXISTS {old} WITH (FORCE)")
+
+
 def test_the_backup_is_one_consistent_snapshot_while_writes_continue(server, database, run_op):
     seed(server, database, rows=20000, first_year=2021, years=2)
     stop = threading.Event()

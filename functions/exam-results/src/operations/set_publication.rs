@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use time::{OffsetDateTime, UtcOffset};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Method};
 use warp::reply::Response;
@@ -65,12 +65,18 @@ async fn set_publication(
         .publish_at
         .as_deref()
         .map(|text| {
-            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
-                ApiError::Validation(format!(
-                    "publish_at must be an RFC 3339 date-time such as 2027-08-13T08:00:00Z, or null; got `{}`",
-                    text.chars().take(64).collect::<String>()
-                ))
-            })
+            // In UTC here: an instant whose UTC date falls outside the years
+            // the database driver can encode (9999-12-31T23:59:59-23:59) is
+            // the client's mistake, not a panic while writing it.
+            OffsetDateTime::parse(text, &Rfc3339)
+                .ok()
+                .and_then(|at| at.checked_to_offset(UtcOffset::UTC))
+                .ok_or_else(|| {
+                    ApiError::Validation(format!(
+                        "publish_at must be an RFC 3339 date-time such as 2027-08-13T08:00:00Z, or null; got `{}`",
+                        text.chars().take(64).collect::<String>()
+                    ))
+                })
         })
         .transpose()?;
     // Checked by authorized_writer: one Authorization value carrying a valid token.

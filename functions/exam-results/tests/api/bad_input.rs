@@ -13,9 +13,11 @@
 //! get      | 400    | bad_request | GET /results/20x4/1 HTTP/1.1\r\nhost: x\r\n\r\n
 //! ```
 //!
-//! - `function`: `create`, `get`, `list`, `update`, `delete` (from
-//!   functions.yaml, without `-result(s)`), or `all` for a case each of
-//!   these five must answer the same way; `page` for results-page.
+//! - `function`: a function's name in functions.yaml without its `-result`
+//!   or `-results` part (`create`, `get`, `list`, `update`, `delete`,
+//!   `create-batch`, `set-publication`, `get-publication`, `get-statistics`,
+//!   `page`), or `all` for a case every function but the results page must
+//!   answer the same way (the page answers its form in HTML: its rows name it).
 //! - `status`: the HTTP status, or `closed` when the connection must be
 //!   closed without any response (within 3 s).
 //! - `code`: the JSON error code, `-` when the body is not an error, or
@@ -23,34 +25,55 @@
 //!   (the answer to its form without JavaScript).
 //! - request: the bytes as sent, with `\r`, `\n`, `\t`, `\0`, `\\`, `\xHH`
 //!   escapes, `{token}` for a valid write token, `{read_token}` for a valid
-//!   read token (list-results), and `{repeat:TEXT:N}` for
+//!   read token (list-results, staff reads), and `{repeat:TEXT:N}` for
 //!   TEXT repeated N times (TEXT may hold escapes, not `}`).
 //!
 //! Blank lines and lines starting with `#` are ignored. To run some rows
 //! only, name their line numbers: `BAD_INPUT_LINES=44,217 cargo test -p
 //! exam-results --test api bad_input` (the size checks are then skipped).
 //! The functions serve
-//! one database holding the rows in [`SEEDED`], with short timeouts (so stall
-//! cases finish quickly) and no rate limit.
+//! one database holding the rows in [`SEEDED`] and the publication time in
+//! [`ANNOUNCED`], with short timeouts (so stall cases finish quickly), no
+//! rate limit, and batches of at most [`BATCH_MAX_BYTES`].
 
 use std::time::Duration;
 
+use exam_results::operations::ALL;
+use exam_results::Function;
 use futures_util::StreamExt;
 
 use crate::raw::RawConn;
-use crate::support::{
-    repo_root, shared_cluster, spawn_with, Spawn, TestApp, CREATE, DELETE, GET, LIST, PAGE,
-    READ_TOKEN, TOKEN, UPDATE,
-};
+use crate::support::{repo_root, shared_cluster, spawn_with, Spawn, TestApp, READ_TOKEN, TOKEN};
 
 /// Results in the suite's database: (roll_number, exam_year, marks).
 const SEEDED: [(i64, i32, i32); 3] = [(100000001, 2024, 70), (100000002, 2024, 55), (7, 2025, 40)];
 
-/// The functions `all` stands for.
-const FUNCTIONS: [&str; 5] = ["create", "get", "list", "update", "delete"];
+/// A year whose publication is announced for a later date: not public yet.
+const ANNOUNCED: i32 = 2030;
 
-/// Every function the table may name: `all`'s and the results page.
-const NAMED: [&str; 6] = ["create", "get", "list", "update", "delete", "page"];
+/// create-results-batch's body limit here (`BATCH_MAX_BYTES`), so the
+/// over-size rows stay small.
+const BATCH_MAX_BYTES: u32 = 20_000;
+
+/// A function's name in the table: its name less `-result` / `-results`.
+fn short_name(function: &Function) -> String {
+    function
+        .name
+        .split('-')
+        .filter(|part| !matches!(*part, "result" | "results"))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The table's names of every function, in the order of [`ALL`].
+fn function_names() -> Vec<&'static str> {
+    ALL.iter()
+        .map(|f| &*Box::leak(short_name(f).into_boxed_str()))
+        .collect()
+}
+
+/// The functions `all` does not stand for: the results page answers in HTML.
+const NOT_IN_ALL: [&str; 1] = ["page"];
 
 /// What a row's `html` code asks for: the page's output region showing an error.
 const HTML_ERROR: &str = "<section id=\"out\" class=\"err\"";
@@ -89,9 +112,13 @@ fn table() -> Vec<Case> {
             c => Some(c.to_owned()),
         };
         let request = expand(request, line);
+        let names = function_names();
         let functions: Vec<&'static str> = match function.trim() {
-            "all" => FUNCTIONS.to_vec(),
-            name => vec![NAMED
+            "all" => names
+                .into_iter()
+                .filter(|f| !NOT_IN_ALL.contains(f))
+                .collect(),
+            name => vec![names
                 .into_iter()
                 .find(|f| *f == name)
                 .unwrap_or_else(|| panic!("bad_input.txt:{line}: unknown function `{name}`"))],
@@ -247,7 +274,7 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
         "only {} cases",
         cases.len()
     );
-    for function in FUNCTIONS.into_iter().filter(|_| only.is_empty()) {
+    for function in function_names().into_iter().filter(|_| only.is_empty()) {
         assert!(
             cases.iter().filter(|c| c.function == function).count() >= 30,
             "{function} has fewer than 30 cases"
@@ -257,10 +284,10 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
     let cluster = shared_cluster();
     let database = cluster.fresh_database().await;
     let mut apps = Vec::new();
-    for function in [CREATE, GET, LIST, UPDATE, DELETE, PAGE] {
+    for function in ALL {
         apps.push(
             spawn_with(
-                function,
+                *function,
                 Spawn {
                     cluster,
                     database: database.clone(),
@@ -269,6 +296,7 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
                         ("HTTP_HEADER_READ_TIMEOUT_MS", "300".into()),
                         ("HTTP_IDLE_TIMEOUT_MS", "600".into()),
                         ("HTTP_BODY_READ_TIMEOUT_MS", "300".into()),
+                        ("BATCH_MAX_BYTES", BATCH_MAX_BYTES.to_string()),
                     ],
                 },
             )
@@ -276,7 +304,17 @@ async fn every_bad_input_case_gets_its_expected_status_and_json_error() {
         );
     }
     apps[0].insert_rows(cluster, &SEEDED).await;
-    let app_of = |function: &str| &apps[NAMED.iter().position(|f| *f == function).unwrap()];
+    cluster
+        .direct(&database)
+        .await
+        .execute(
+            "INSERT INTO publications (exam_year, publish_at) VALUES ($1, now() + interval '30 days')",
+            &[&ANNOUNCED],
+        )
+        .await
+        .unwrap();
+    let names = function_names();
+    let app_of = |function: &str| &apps[names.iter().position(|f| *f == function).unwrap()];
 
     let failures: Vec<String> = futures_util::stream::iter(&cases)
         .map(|case| async move {

@@ -63,6 +63,18 @@ where
     }
 }
 
+/// Whether the replica's WAL receiver is connected and streaming.
+async fn streaming(replica: &tokio_postgres::Client) -> bool {
+    replica
+        .query_opt(
+            "SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
 #[tokio::test]
 async fn a_write_on_the_primary_is_served_by_the_replica_once_replayed() {
     let cluster = Cluster::start_replicated();
@@ -162,6 +174,15 @@ async fn a_fresh_replica_that_has_replayed_nothing_yet_still_counts_as_lagging()
     // replayed a commit: it has no replay timestamp to measure lag from.
     let cluster = Cluster::start_replicated();
     let replica = cluster.direct_replica().await;
+    // A replica accepts connections once it is consistent, which can be
+    // before it has replayed the rest of its cloned WAL and started its WAL
+    // receiver. Paused in that window it would never receive the write below
+    // (nothing received, nothing to replay: no lag to see), so pause only
+    // once it streams from the primary.
+    eventually("the replica streams from the primary", || async {
+        streaming(&replica).await
+    })
+    .await;
     replica
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
