@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
@@ -42,14 +43,17 @@ FUNCTION_METRICS = {
     "exam_results_build_info",
 }
 
+# Every function of functions.yaml, in Grafana's regex form for a multi-value variable.
+ALL_FUNCTIONS = "(" + "|".join(f["name"] for f in yaml.safe_load((CHART / "functions.yaml").read_text())["functions"]) + ")"
+
 # Grafana variables replaced by concrete values before a query goes to a PromQL parser or to
 # Prometheus. Multi-value variables take Grafana's regex form.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "${namespace}": "local",
     "$namespace": "local",
-    "${function}": "(create-result|get-result|list-results|update-result|delete-result)",
-    "$function": "(create-result|get-result|list-results|update-result|delete-result)",
+    "${function}": ALL_FUNCTIONS,
+    "$function": ALL_FUNCTIONS,
     "${pvc}": ".+",
     "$pvc": ".+",
 }
