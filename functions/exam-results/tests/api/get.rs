@@ -80,3 +80,34 @@ async fn reads_need_no_token() {
     app.insert_rows(shared_cluster(), &[(3, 2022, 33)]).await;
     assert_eq!(app.get(2022, 3).await.status, 200);
 }
+
+/// A plain GET is served before warp's filter chain (`get_result::Direct`);
+/// a HEAD of the same URL goes through the filters. Both must answer with
+/// the same status and headers, for the public and for staff.
+#[tokio::test]
+async fn a_get_served_directly_has_the_headers_the_filter_chain_gives_the_same_read() {
+    let app = spawn(GET).await;
+    app.insert_rows(shared_cluster(), &[(77, 2024, 63)]).await;
+    let url = app.url("/results/2024/77");
+    for token in [None, Some(crate::support::READ_TOKEN)] {
+        let with = |request: reqwest::RequestBuilder| match token {
+            Some(token) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let direct = app.send(with(app.client.get(&url))).await;
+        let filtered = app.send(with(app.client.head(&url))).await;
+        assert_eq!(direct.status, 200);
+        assert_eq!(filtered.status, direct.status);
+        for name in ["content-type", "etag", "cache-control", "vary"] {
+            assert_eq!(
+                filtered.header(name),
+                direct.header(name),
+                "{name}, token {token:?}"
+            );
+        }
+        assert!(direct
+            .header("x-request-id")
+            .is_some_and(|id| id.len() == 36));
+        assert!(filtered.header("x-request-id").is_some());
+    }
+}
