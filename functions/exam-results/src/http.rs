@@ -51,7 +51,12 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// A request's context, from now, labelled with `route`.
-    fn new(route: &'static str, method: &Method, path: RequestPath, id: Option<HeaderValue>) -> Self {
+    fn new(
+        route: &'static str,
+        method: &Method,
+        path: RequestPath,
+        id: Option<HeaderValue>,
+    ) -> Self {
         let method = method_label(method);
         Self {
             started: Instant::now(),
@@ -578,7 +583,11 @@ mod tests {
         assert_eq!(kept.as_str(), "abc-123");
         for refused in [None, Some(HeaderValue::from_static("has space"))] {
             let id = RequestId::from_header(refused);
-            assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{}", id.as_str());
+            assert!(
+                uuid::Uuid::parse_str(id.as_str()).is_ok(),
+                "{}",
+                id.as_str()
+            );
             assert_eq!(id.as_str().len(), 36);
             let text = id.as_str().to_owned();
             assert_eq!(id.into_header().unwrap(), text.as_str());

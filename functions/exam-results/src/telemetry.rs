@@ -200,7 +200,12 @@ pub fn record_request(record: RequestRecord<'_>) {
         |h| h.record(record.elapsed.as_secs_f64()),
     );
     if let Some(code) = record.error_code {
-        with_handle(&ERROR_CODES, code, || counter!(ERRORS, "code" => code), |c| c.increment(1));
+        with_handle(
+            &ERROR_CODES,
+            code,
+            || counter!(ERRORS, "code" => code),
+            |c| c.increment(1),
+        );
     }
     // One line per request; server errors at ERROR level with their cause.
     let error = record.status >= 500;
@@ -310,9 +315,14 @@ pub fn record_pool_wait(waited: Duration) {
     thread_local! {
         static WAIT: Handles<(), Histogram> = const { Handles::new() };
     }
-    with_handle(&WAIT, (), || histogram!(POOL_WAIT_DURATION), |h| {
-        h.record(waited.as_secs_f64());
-    });
+    with_handle(
+        &WAIT,
+        (),
+        || histogram!(POOL_WAIT_DURATION),
+        |h| {
+            h.record(waited.as_secs_f64());
+        },
+    );
 }
 
 /// Records one query's duration.

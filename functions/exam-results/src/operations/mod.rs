@@ -375,9 +375,15 @@ pub fn etag_bytes(result: &ExamResult) -> [u8; ETAG_LEN] {
         hash
     }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    hash = fnv1a(hash, itoa::Buffer::new().format(result.exam_year).as_bytes());
+    hash = fnv1a(
+        hash,
+        itoa::Buffer::new().format(result.exam_year).as_bytes(),
+    );
     hash = fnv1a(hash, b":");
-    hash = fnv1a(hash, itoa::Buffer::new().format(result.roll_number).as_bytes());
+    hash = fnv1a(
+        hash,
+        itoa::Buffer::new().format(result.roll_number).as_bytes(),
+    );
     hash = fnv1a(hash, b":");
     hash = fnv1a(hash, itoa::Buffer::new().format(result.marks).as_bytes());
     const HEX: &[u8; 16] = b"0123456789abcdef";

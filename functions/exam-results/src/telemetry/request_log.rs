@@ -68,7 +68,14 @@ pub(super) fn write(level: &str, function: &str, record: &RequestRecord<'_>) {
         }
         line.buf.clear();
         line.buf.reserve(LINE_CAPACITY);
-        format(&mut line.buf, &line.prefix, now.subsec_micros(), level, function, record);
+        format(
+            &mut line.buf,
+            &line.prefix,
+            now.subsec_micros(),
+            level,
+            function,
+            record,
+        );
         // The background writer takes a copy; it fails only once it has stopped.
         let _ = writer.clone().write_all(&line.buf);
     });
@@ -162,7 +169,10 @@ pub(super) fn push_json_string(buf: &mut Vec<u8>, value: &str) {
 fn push_padded(buf: &mut Vec<u8>, value: u32, width: usize) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(value);
-    buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
+    buf.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
     buf.extend_from_slice(digits.as_bytes());
 }
 
@@ -224,7 +234,14 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
-        for text in ["/results/2024/1", "a\"b\\c", "tab\there\n\r", "\u{1}\u{1f}\u{7f}", "é✓", ""] {
+        for text in [
+            "/results/2024/1",
+            "a\"b\\c",
+            "tab\there\n\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é✓",
+            "",
+        ] {
             let mut buf = Vec::new();
             push_json_string(&mut buf, text);
             assert_eq!(
@@ -288,13 +305,25 @@ mod tests {
                 .with_writer(move || writer.clone())
                 .finish();
             let error = record.status >= 500;
-            tracing::subscriber::with_default(subscriber, || super::super::request_event(error, &record));
+            tracing::subscriber::with_default(subscriber, || {
+                super::super::request_event(error, &record)
+            });
             let theirs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             let mut ours = Vec::new();
             let level = if error { "ERROR" } else { "INFO" };
-            format(&mut ours, b"2026-11-26T14:01:02.", 171_344, level, super::super::function(), &record);
+            format(
+                &mut ours,
+                b"2026-11-26T14:01:02.",
+                171_344,
+                level,
+                super::super::function(),
+                &record,
+            );
             let ours = String::from_utf8(ours).unwrap();
-            assert!(ours.starts_with("{\"timestamp\":\"2026-11-26T14:01:02.171344Z\","), "{ours}");
+            assert!(
+                ours.starts_with("{\"timestamp\":\"2026-11-26T14:01:02.171344Z\","),
+                "{ours}"
+            );
             assert_eq!(without_timestamp(&ours), without_timestamp(&theirs));
         }
     }
