@@ -352,9 +352,24 @@ impl Database {
         params: &[(&(dyn ToSql + Sync), Type)],
         key: Option<ResultKey>,
     ) -> Result<Vec<Row>, DbError> {
-        let Some(lsn) = at else {
-            return self.run(operation, sql, params, key).await;
-        };
+        match at {
+            None => self.run(operation, sql, params, key).await,
+            // Boxed: the rarer path's transaction futures would otherwise
+            // make every read's future larger (and every move of it dearer).
+            Some(lsn) => Box::pin(self.run_replayed(operation, lsn, sql, params, key)).await,
+        }
+    }
+
+    /// [`Database::run_at`] with a position: the check and the read in one
+    /// read-only transaction.
+    async fn run_replayed(
+        &self,
+        operation: Operation,
+        lsn: Lsn,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        key: Option<ResultKey>,
+    ) -> Result<Vec<Row>, DbError> {
         let mut conn = self.checkout().await?;
         let cancel = conn.cancel_token();
         let work = async {

@@ -44,9 +44,93 @@ pub struct RequestContext {
     started: Instant,
     method: &'static str,
     route: &'static str,
-    path: String,
-    request_id: String,
+    path: RequestPath,
+    request_id: RequestId,
     _in_flight: InFlight,
+}
+
+impl RequestContext {
+    /// A request's context, from now, labelled with `route`.
+    fn new(
+        route: &'static str,
+        method: &Method,
+        path: RequestPath,
+        id: Option<HeaderValue>,
+    ) -> Self {
+        let method = method_label(method);
+        Self {
+            started: Instant::now(),
+            method,
+            route,
+            path,
+            request_id: RequestId::from_header(id),
+            _in_flight: InFlight::start(method, route),
+        }
+    }
+
+    /// The context of a request served without warp's filters (see
+    /// [`crate::server`]) whose path matched `route`: the same as
+    /// [`context`] extracts.
+    pub fn of_request<B>(route: Route, request: &warp::http::Request<B>) -> Self {
+        Self::new(
+            route.template(),
+            request.method(),
+            RequestPath::Uri(request.uri().clone()),
+            request.headers().get(REQUEST_ID).cloned(),
+        )
+    }
+}
+
+/// The request's path, as warp extracted it or from its URI.
+enum RequestPath {
+    Warp(warp::path::FullPath),
+    Uri(warp::http::Uri),
+}
+
+impl RequestPath {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Warp(path) => path.as_str(),
+            Self::Uri(uri) => uri.path(),
+        }
+    }
+}
+
+/// A request's id: the client's own (a valid `x-request-id`, kept as sent)
+/// or a generated UUID, formatted without an allocation.
+enum RequestId {
+    Client(HeaderValue),
+    Generated([u8; uuid::fmt::Hyphenated::LENGTH]),
+}
+
+impl RequestId {
+    /// The client's `x-request-id` when it is a sane id, else a new one.
+    fn from_header(id: Option<HeaderValue>) -> Self {
+        match id {
+            Some(id) if id.to_str().is_ok_and(is_valid_request_id) => Self::Client(id),
+            _ => {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+                Self::Generated(text)
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        let bytes = match self {
+            Self::Client(id) => id.as_bytes(),
+            Self::Generated(text) => text,
+        };
+        // Both are ASCII: checked, or hex digits and hyphens.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    fn into_header(self) -> Option<HeaderValue> {
+        match self {
+            Self::Client(id) => Some(id),
+            Self::Generated(text) => HeaderValue::from_bytes(&text).ok(),
+        }
+    }
 }
 
 /// Extracts the request context. The path is labelled with the template of
@@ -59,20 +143,8 @@ pub fn context<const N: usize>(
         .and(raw_header(REQUEST_ID))
         .map(
             move |method: Method, path: warp::path::FullPath, id: Option<HeaderValue>| {
-                let method = method_label(&method);
                 let route = classify(&routes, path.as_str());
-                RequestContext {
-                    started: Instant::now(),
-                    method,
-                    route,
-                    path: path.as_str().chars().take(256).collect(),
-                    request_id: id
-                        .as_ref()
-                        .and_then(|id| id.to_str().ok())
-                        .filter(|id| is_valid_request_id(id))
-                        .map_or_else(new_request_id, str::to_owned),
-                    _in_flight: InFlight::start(method, route),
-                }
+                RequestContext::new(route, &method, RequestPath::Warp(path), id)
             },
         )
 }
@@ -85,17 +157,28 @@ pub fn finish(ctx: RequestContext, mut response: Response) -> Response {
     telemetry::record_request(RequestRecord {
         method: ctx.method,
         route: ctx.route,
-        path: &ctx.path,
+        path: logged_path(ctx.path.as_str()),
         status,
         elapsed: ctx.started.elapsed(),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id.as_str(),
         error_code,
         error_cause: cause.as_ref().map(|c| c.0.as_str()),
     });
-    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+    if let Some(value) = ctx.request_id.into_header() {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The path as logged: its first 256 characters.
+fn logged_path(path: &str) -> &str {
+    const LOGGED_CHARS: usize = 256;
+    if path.len() <= LOGGED_CHARS {
+        return path;
+    }
+    path.char_indices()
+        .nth(LOGGED_CHARS)
+        .map_or(path, |(end, _)| &path[..end])
 }
 
 /// Turns the rejection left after routing into a JSON error: the
@@ -302,19 +385,24 @@ where
 /// this service issued (the token is opaque to clients; it is a WAL position).
 pub fn consistency_token() -> impl Filter<Extract = (Option<Lsn>,), Error = Rejection> + Clone {
     raw_header(CONSISTENCY_TOKEN).and_then(|value: Option<HeaderValue>| async move {
-        match value {
-            None => Ok(None),
-            Some(value) => std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|text| text.trim().parse::<Lsn>().ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    Rejection::from(ApiError::BadRequest(format!(
-                        "{CONSISTENCY_TOKEN} is not a token this service issued"
-                    )))
-                }),
-        }
+        value
+            .as_ref()
+            .map(parse_consistency_token)
+            .transpose()
+            .map_err(Rejection::from)
     })
+}
+
+/// A presented consistency token: 400 unless it is one this service issued.
+pub fn parse_consistency_token(value: &HeaderValue) -> Result<Lsn, ApiError> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|text| text.trim().parse::<Lsn>().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{CONSISTENCY_TOKEN} is not a token this service issued"
+            ))
+        })
 }
 
 /// Adds the consistency token of a write that has committed at or before `lsn`.
@@ -398,10 +486,6 @@ fn method_label(method: &Method) -> &'static str {
 
 fn is_valid_request_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn new_request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 #[cfg(test)]
@@ -491,6 +575,31 @@ mod tests {
         assert!(!is_valid_request_id(""));
         assert!(!is_valid_request_id("has space"));
         assert!(!is_valid_request_id(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn a_request_id_is_the_clients_when_sane_else_a_new_uuid() {
+        let kept = RequestId::from_header(Some(HeaderValue::from_static("abc-123")));
+        assert_eq!(kept.as_str(), "abc-123");
+        for refused in [None, Some(HeaderValue::from_static("has space"))] {
+            let id = RequestId::from_header(refused);
+            assert!(
+                uuid::Uuid::parse_str(id.as_str()).is_ok(),
+                "{}",
+                id.as_str()
+            );
+            assert_eq!(id.as_str().len(), 36);
+            let text = id.as_str().to_owned();
+            assert_eq!(id.into_header().unwrap(), text.as_str());
+        }
+    }
+
+    #[test]
+    fn the_logged_path_is_at_most_256_characters() {
+        assert_eq!(logged_path("/results/2024/1"), "/results/2024/1");
+        let long = "é".repeat(300);
+        assert_eq!(logged_path(&long).chars().count(), 256);
+        assert_eq!(logged_path(&long), "é".repeat(256));
     }
 
     fn stream_of(

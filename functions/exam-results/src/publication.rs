@@ -99,30 +99,45 @@ pub enum Viewer {
     Staff,
 }
 
-/// Who is reading, from `Authorization`: staff when it carries one of the
-/// function's read or write tokens. Anything else, including a wrong
-/// token, reads as the public; a public operation never answers 401.
-pub fn viewer(
-    state: &AppState,
-) -> impl Filter<Extract = (Viewer,), Error = std::convert::Infallible> + Clone {
-    let tokens: Arc<Vec<String>> = Arc::new(
-        state
-            .read_tokens
-            .iter()
-            .chain(state.write_tokens.iter())
-            .cloned()
-            .collect(),
-    );
-    warp::header::headers_cloned().map(move |headers: HeaderMap| {
+/// The tokens that make a reader staff: the function's read and write tokens.
+#[derive(Clone)]
+pub struct StaffTokens(Arc<Vec<String>>);
+
+impl StaffTokens {
+    /// The read and write tokens of `state`.
+    pub fn of(state: &AppState) -> Self {
+        Self(Arc::new(
+            state
+                .read_tokens
+                .iter()
+                .chain(state.write_tokens.iter())
+                .cloned()
+                .collect(),
+        ))
+    }
+
+    /// Who is reading, from the request's `Authorization` values: staff when
+    /// they are one of these tokens (see [`authorize`]). Anything else,
+    /// including a wrong token, reads as the public; a public operation
+    /// never answers 401.
+    pub fn viewer(&self, headers: &HeaderMap) -> Viewer {
         let values = headers.get_all(header::AUTHORIZATION);
-        if tokens.is_empty() || values.iter().next().is_none() {
+        if self.0.is_empty() || values.iter().next().is_none() {
             return Viewer::Public;
         }
-        match authorize(values.iter().map(HeaderValue::as_bytes), &tokens) {
+        match authorize(values.iter().map(HeaderValue::as_bytes), &self.0) {
             Ok(()) => Viewer::Staff,
             Err(_) => Viewer::Public,
         }
-    })
+    }
+}
+
+/// Who is reading (see [`StaffTokens::viewer`]).
+pub fn viewer(
+    state: &AppState,
+) -> impl Filter<Extract = (Viewer,), Error = std::convert::Infallible> + Clone {
+    let staff = StaffTokens::of(state);
+    warp::header::headers_cloned().map(move |headers: HeaderMap| staff.viewer(&headers))
 }
 
 /// Who the response is for, which decides how it may be cached.
@@ -203,7 +218,9 @@ impl Schedule {
     pub async fn of(&self, state: &AppState, exam_year: i32) -> Result<Publication, ApiError> {
         let years = match self.fresh() {
             Some(years) => years,
-            None => self.load(state).await?,
+            // Boxed: the reload is rare, and its future would otherwise
+            // make every read's future larger (and every move of it dearer).
+            None => Box::pin(self.load(state)).await?,
         };
         Ok(years
             .get(&exam_year)

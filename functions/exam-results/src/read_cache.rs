@@ -100,6 +100,11 @@ impl ReadCache {
         }
     }
 
+    /// Whether results are cached (capacity above 0).
+    pub fn caches_results(&self) -> bool {
+        self.results.is_some()
+    }
+
     /// One result (or its absence), from the cache or from `load`.
     pub async fn result<F, Fut>(
         &self,

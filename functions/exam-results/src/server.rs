@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -30,8 +31,8 @@ use crate::config::{Auth, Config};
 use crate::error::ApiError;
 use crate::http::{context, finish, handle_rejection};
 use crate::limits::{raw_error_response, ConnectionState, ServeLimits, TimedBody, WatchedIo};
-use crate::operations::health;
 pub use crate::operations::Function;
+use crate::operations::{get_result, health};
 use crate::ratelimit::RateLimit;
 use crate::state::AppState;
 use crate::telemetry;
@@ -42,7 +43,27 @@ use crate::telemetry;
 /// Requests the serving loop has already decided (rate limited, or a request
 /// target that is not a path) are answered first, inside the envelope, so
 /// they are logged and counted like any other request.
-pub fn app(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
+///
+/// get-result's plain reads, the results-day hot path, are served by
+/// [`get_result::Direct`] before the filters (same handler, same envelope);
+/// every other request, including each of its errors, goes through them.
+pub fn app(function: Function, state: AppState) -> App {
+    let direct = (function.name == get_result::FUNCTION.name)
+        .then(|| get_result::Direct::new(state.clone()));
+    App {
+        filter: filters(function, state),
+        direct,
+    }
+}
+
+/// A function's HTTP application, as [`serve`] runs it.
+#[derive(Clone)]
+pub struct App {
+    filter: BoxedFilter<(Response,)>,
+    direct: Option<Arc<get_result::Direct>>,
+}
+
+fn filters(function: Function, state: AppState) -> BoxedFilter<(Response,)> {
     let cors = crate::web::cors_origin(function.auth, &state.web);
     let decided =
         warp::ext::optional::<EdgeVerdict>().and_then(|verdict: Option<EdgeVerdict>| async move {
@@ -89,7 +110,7 @@ impl From<EdgeVerdict> for ApiError {
 /// Everything a connection needs to serve requests.
 #[derive(Clone)]
 struct Shared {
-    app: BoxedFilter<(Response,)>,
+    app: App,
     limits: ServeLimits,
     /// The per-client limit; `None` for write functions or when turned off.
     rate_limit: Option<Arc<RateLimit>>,
@@ -104,7 +125,7 @@ struct Shared {
 /// `limits.max_connections` open, a new connection gets an immediate 503
 /// `overloaded` and is closed, while the open ones keep being served.
 pub async fn serve<F>(
-    app: BoxedFilter<(Response,)>,
+    app: App,
     listener: TcpListener,
     shutdown: F,
     limits: ServeLimits,
@@ -199,8 +220,17 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let started = service_state.request_started();
         let request = edge(request, &service_state, shared.rate_limit.as_deref());
-        let mut app = warp::service(shared.app.clone());
-        let response = AssertUnwindSafe(app.call(request)).catch_unwind();
+        let direct = match &shared.app.direct {
+            Some(direct) if request.extensions().get::<EdgeVerdict>().is_none() => {
+                direct.serve(&request)
+            }
+            _ => None,
+        };
+        let response = match direct {
+            Some(response) => Either::Left(response.map(Ok::<_, Infallible>)),
+            None => Either::Right(warp::service(shared.app.filter.clone()).call(request)),
+        };
+        let response = AssertUnwindSafe(response).catch_unwind();
         async move {
             let response = match response.await {
                 Ok(Ok(response)) => response,

@@ -7,14 +7,18 @@
 //! for requests, writes its log line) side by side. docs/observability.md
 //! lists every metric; the dashboards and alerts use exactly these names.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+mod request_log;
 
 /// Request duration histogram (seconds), per method, route template and status.
 pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
@@ -92,17 +96,17 @@ pub fn init_logging(level: &str, format: LogFormat) {
             64 * 1024,
             std::io::stdout(),
         ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let installed = match format {
         LogFormat::Json => builder
+            .with_writer(writer.clone())
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .try_init()
+            .map(|()| request_log::install(writer)),
+        LogFormat::Pretty => builder.with_writer(writer).try_init(),
     };
     if installed.is_ok() {
         *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
@@ -185,17 +189,38 @@ pub struct RequestRecord<'a> {
 /// Records one served request: its metrics and its single JSON log line.
 pub fn record_request(record: RequestRecord<'_>) {
     let status = status_label(record.status);
-    histogram!(
-        HTTP_REQUEST_DURATION,
-        "http_request_method" => record.method,
-        "http_route" => record.route,
-        "http_response_status_code" => status,
-    )
-    .record(record.elapsed.as_secs_f64());
+    thread_local! {
+        static DURATION: Handles<(&'static str, &'static str, &'static str), Histogram> = const { Handles::new() };
+        static ERROR_CODES: Handles<&'static str, Counter> = const { Handles::new() };
+    }
+    with_handle(
+        &DURATION,
+        (record.method, record.route, status),
+        || histogram!(HTTP_REQUEST_DURATION, "http_request_method" => record.method, "http_route" => record.route, "http_response_status_code" => status),
+        |h| h.record(record.elapsed.as_secs_f64()),
+    );
     if let Some(code) = record.error_code {
-        counter!(ERRORS, "code" => code).increment(1);
+        with_handle(
+            &ERROR_CODES,
+            code,
+            || counter!(ERRORS, "code" => code),
+            |c| c.increment(1),
+        );
     }
     // One line per request; server errors at ERROR level with their cause.
+    let error = record.status >= 500;
+    if !request_log::installed() {
+        request_event(error, &record);
+    } else if error && tracing::enabled!(tracing::Level::ERROR) {
+        request_log::write("ERROR", function(), &record);
+    } else if !error && tracing::enabled!(tracing::Level::INFO) {
+        request_log::write("INFO", function(), &record);
+    }
+}
+
+/// The request line as a tracing event: what every format but JSON writes
+/// (the JSON line, the same fields, is written by [`request_log`]).
+fn request_event(error: bool, record: &RequestRecord<'_>) {
     macro_rules! request_line {
         ($level:expr) => {
             tracing::event!(
@@ -213,43 +238,104 @@ pub fn record_request(record: RequestRecord<'_>) {
             )
         };
     }
-    if record.status >= 500 {
+    if error {
         request_line!(tracing::Level::ERROR);
     } else {
         request_line!(tracing::Level::INFO);
     }
 }
 
+/// Metric handles of one metric by label set, per thread: each label set is
+/// registered once (per thread) instead of looked up on every use, which
+/// would build and hash its key each time.
+struct Handles<K, H>(RefCell<Vec<(K, H)>>);
+
+impl<K, H> Handles<K, H> {
+    const fn new() -> Self {
+        Self(RefCell::new(Vec::new()))
+    }
+}
+
+/// Runs `use_it` on the handle for `key`, registering it with `register`
+/// the first time. Until the recorder is installed ([`init_metrics`])
+/// nothing is kept: a handle taken before would record nowhere.
+fn with_handle<K: PartialEq + Copy, H>(
+    cache: &'static LocalKey<Handles<K, H>>,
+    key: K,
+    register: impl FnOnce() -> H,
+    use_it: impl FnOnce(&H),
+) {
+    if METRICS.get().is_none() {
+        return use_it(&register());
+    }
+    cache.with(|handles| {
+        let mut handles = handles.0.borrow_mut();
+        match handles.iter().find(|(k, _)| *k == key) {
+            Some((_, handle)) => use_it(handle),
+            None => {
+                let handle = register();
+                use_it(&handle);
+                handles.push((key, handle));
+            }
+        }
+    });
+}
+
 /// Counts a request as in flight until the guard is dropped (even if the
 /// client goes away mid-request).
-pub struct InFlight {
-    method: &'static str,
-    route: &'static str,
-}
+pub struct InFlight(Gauge);
 
 impl InFlight {
     /// Starts counting.
     pub fn start(method: &'static str, route: &'static str) -> Self {
-        gauge!(HTTP_ACTIVE_REQUESTS, "http_request_method" => method, "http_route" => route)
-            .increment(1.0);
-        Self { method, route }
+        thread_local! {
+            static ACTIVE: Handles<(&'static str, &'static str), Gauge> = const { Handles::new() };
+        }
+        let mut gauge = None;
+        with_handle(
+            &ACTIVE,
+            (method, route),
+            || gauge!(HTTP_ACTIVE_REQUESTS, "http_request_method" => method, "http_route" => route),
+            |g| gauge = Some(g.clone()),
+        );
+        let gauge = gauge.unwrap_or_else(Gauge::noop);
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!(HTTP_ACTIVE_REQUESTS, "http_request_method" => self.method, "http_route" => self.route).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
 /// Records how long a request waited for a pooled connection.
 pub fn record_pool_wait(waited: Duration) {
-    histogram!(POOL_WAIT_DURATION).record(waited.as_secs_f64());
+    thread_local! {
+        static WAIT: Handles<(), Histogram> = const { Handles::new() };
+    }
+    with_handle(
+        &WAIT,
+        (),
+        || histogram!(POOL_WAIT_DURATION),
+        |h| {
+            h.record(waited.as_secs_f64());
+        },
+    );
 }
 
 /// Records one query's duration.
 pub fn record_query(operation: &'static str, elapsed: Duration) {
-    histogram!(QUERY_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+    thread_local! {
+        static QUERIES: Handles<&'static str, Histogram> = const { Handles::new() };
+    }
+    with_handle(
+        &QUERIES,
+        operation,
+        || histogram!(QUERY_DURATION, "operation" => operation),
+        |h| h.record(elapsed.as_secs_f64()),
+    );
 }
 
 /// Publishes the pool's state (called at each scrape).

@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use warp::http::{header, HeaderValue};
+use warp::http::{header, HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -86,13 +86,22 @@ pub fn cors_origin(
     auth: Auth,
     web: &Web,
 ) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
-    let origin = match auth {
-        Auth::Public => web.cors_allow_origin.clone(),
-        Auth::ReadToken | Auth::WriteToken => None,
-    };
+    let origin = public_origin(auth, web);
     raw_header(header::AUTHORIZATION.as_str()).map(move |authorization: Option<HeaderValue>| {
         origin.clone().filter(|_| authorization.is_none())
     })
+}
+
+/// [`cors_origin`]'s answer for a request's `headers`, where no filter runs.
+pub fn cors_origin_of(auth: Auth, web: &Web, headers: &HeaderMap) -> Option<HeaderValue> {
+    public_origin(auth, web).filter(|_| !headers.contains_key(header::AUTHORIZATION))
+}
+
+fn public_origin(auth: Auth, web: &Web) -> Option<HeaderValue> {
+    match auth {
+        Auth::Public => web.cors_allow_origin.clone(),
+        Auth::ReadToken | Auth::WriteToken => None,
+    }
 }
 
 /// Adds `origin` (from [`cors_origin`]) to `response`, exposing `Retry-After`.

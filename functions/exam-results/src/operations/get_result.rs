@@ -5,18 +5,25 @@
 //! [`crate::read_cache`]). A read presenting a write's consistency token
 //! sees that write (see [`AppState::read`]) and skips the in-process cache.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, Method, StatusCode};
+use warp::http::{header, HeaderValue, Method, Request, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::{etag, result_key, result_reply, with_state, Function, RESULT};
+use super::{etag_bytes, result_key, tagged_reply, with_state, Function, RESULT};
 use crate::config::{Access, Auth};
 use crate::db::Lsn;
 use crate::error::ApiError;
-use crate::http::{consistency_token, raw_header};
+use crate::http::{
+    consistency_token, finish, parse_consistency_token, raw_header, RequestContext,
+    CONSISTENCY_TOKEN,
+};
 use crate::model::{ExamResult, ResultKey};
-use crate::publication::{serve_read, viewer, Audience, Viewer};
+use crate::publication::{serve_read, viewer, Audience, StaffTokens, Viewer};
 use crate::state::AppState;
 
 /// The get-result function.
@@ -40,8 +47,60 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(consistency_token())
         .and(viewer(&state))
         .and(with_state(state))
-        .then(get_result)
+        .then(
+            |key, if_none_match, at, viewer, state: AppState| async move {
+                get_result(key, if_none_match, at, viewer, &state).await
+            },
+        )
         .boxed()
+}
+
+/// The hot route served without warp's filter chain, straight from the
+/// connection's service (see [`crate::server`]): the same handler, reached
+/// without composing and unwinding a dozen filters per request.
+pub struct Direct {
+    state: AppState,
+    staff: StaffTokens,
+}
+
+impl Direct {
+    /// For `state`'s function (get-result).
+    pub fn new(state: AppState) -> Arc<Self> {
+        let staff = StaffTokens::of(&state);
+        Arc::new(Self { state, staff })
+    }
+
+    /// The response to `request` when it is a read that every filter of
+    /// [`routes`] passes (a `GET` of a result, canonical numbers in range,
+    /// no query string, no consistency token or a valid one); `None` for
+    /// anything else, which the filters answer (including every error).
+    ///
+    /// The future is boxed where it is made: hyper moves the service's
+    /// future several times per request, and this one is kilobytes in size.
+    pub fn serve<B>(
+        self: &Arc<Self>,
+        request: &Request<B>,
+    ) -> Option<Pin<Box<dyn Future<Output = Response> + Send + 'static>>> {
+        if request.method() != Method::GET || request.uri().query().is_some() {
+            return None;
+        }
+        let [year, roll] = FUNCTION.route.params::<2>(request.uri().path())?;
+        let key = ResultKey::from_path(year, roll, self.state.years).ok()?;
+        let headers = request.headers();
+        let at = match headers.get(CONSISTENCY_TOKEN) {
+            None => None,
+            Some(value) => Some(parse_consistency_token(value).ok()?),
+        };
+        let if_none_match = headers.get(header::IF_NONE_MATCH).cloned();
+        let viewer = self.staff.viewer(headers);
+        let cors = crate::web::cors_origin_of(FUNCTION.auth, &self.state.web, headers);
+        let context = RequestContext::of_request(FUNCTION.route, request);
+        let this = Arc::clone(self);
+        Some(Box::pin(async move {
+            let response = get_result(key, if_none_match, at, viewer, &this.state).await;
+            finish(context, crate::web::with_cors(cors, response))
+        }))
+    }
 }
 
 async fn get_result(
@@ -49,9 +108,8 @@ async fn get_result(
     if_none_match: Option<HeaderValue>,
     at: Option<Lsn>,
     viewer: Viewer,
-    state: AppState,
+    state: &AppState,
 ) -> Response {
-    let state = &state;
     serve_read(state, viewer, key.exam_year, |audience| async move {
         let result = read(state, key, audience, at)
             .await?
@@ -71,11 +129,15 @@ async fn read(
 ) -> Result<Option<ExamResult>, ApiError> {
     let query = || state.read(|db| async move { db.get(key, at).await });
     match audience {
-        Audience::Public if at.is_none() => {
-            state
-                .read_cache
-                .result((key.exam_year, key.roll_number), query)
-                .await
+        // Boxed: the cache's future would otherwise make every read's
+        // future larger (and every move of it dearer), cache or not.
+        Audience::Public if at.is_none() && state.read_cache.caches_results() => {
+            Box::pin(
+                state
+                    .read_cache
+                    .result((key.exam_year, key.roll_number), query),
+            )
+            .await
         }
         Audience::Public | Audience::Private => query().await,
     }
@@ -83,23 +145,23 @@ async fn read(
 
 /// 304 when `If-None-Match` names the current tag, else the result.
 fn conditional_reply(result: &ExamResult, if_none_match: Option<HeaderValue>) -> Response {
-    let tag = etag(result);
+    let tag = etag_bytes(result);
     if if_none_match.is_some_and(|header| matches_etag(header.as_bytes(), &tag)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = tag.parse() {
+        if let Ok(value) = HeaderValue::from_bytes(&tag) {
             response.headers_mut().insert(header::ETAG, value);
         }
         return response;
     }
-    result_reply(result, StatusCode::OK)
+    tagged_reply(result, &tag, StatusCode::OK)
 }
 
 /// `If-None-Match` uses weak comparison: `W/` prefixes are ignored, `*`
 /// matches. Compared as bytes: a value that is not ASCII (RFC 9110 allows
 /// obs-text in entity tags) simply matches none of ours.
-fn matches_etag(header: &[u8], tag: &str) -> bool {
+fn matches_etag(header: &[u8], tag: &[u8]) -> bool {
     header.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|candidate| {
-        candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == tag.as_bytes()
+        candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == tag
     })
 }
 
@@ -109,7 +171,7 @@ mod tests {
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let tag = "\"00ff\"";
+        let tag = b"\"00ff\"";
         assert!(matches_etag(b"\"00ff\"", tag));
         assert!(matches_etag(b"\"aaaa\", W/\"00ff\"", tag));
         assert!(matches_etag(b"*", tag));

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Rejection};
 
 use crate::config::{Access, Auth};
 use crate::db::{Keyed, Once, Recorded, Write, Written};
@@ -185,14 +185,32 @@ pub fn respond(outcome: Result<Response, ApiError>) -> Response {
 
 /// A result as JSON with its `ETag`.
 pub fn result_reply(result: &ExamResult, status: StatusCode) -> Response {
-    let mut response = warp::reply::with_status(warp::reply::json(result), status).into_response();
-    if let Ok(value) = etag(result).parse() {
-        response
-            .headers_mut()
-            .insert(warp::http::header::ETAG, value);
+    tagged_reply(result, &etag_bytes(result), status)
+}
+
+/// A result as JSON with `tag` (its [`etag_bytes`]) as `ETag`: the body
+/// written once into a buffer of its final size.
+pub fn tagged_reply(result: &ExamResult, tag: &[u8], status: StatusCode) -> Response {
+    let mut body = Vec::with_capacity(RESULT_JSON_CAPACITY);
+    if serde_json::to_writer(&mut body, result).is_err() {
+        return ApiError::Internal("a result could not be written as JSON".into()).into_response();
+    }
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = warp::http::HeaderValue::from_bytes(tag) {
+        headers.insert(warp::http::header::ETAG, value);
     }
     response
 }
+
+/// The longest JSON of a result: three field names and the widest numbers.
+const RESULT_JSON_CAPACITY: usize =
+    r#"{"roll_number":-9223372036854775808,"exam_year":-2147483648,"marks":-2147483648}"#.len();
 
 /// Performs a write and answers it: with `key` (an `Idempotency-Key`) once
 /// per key and request (see [`Database::write_once`](crate::db::Database::write_once)),
@@ -341,16 +359,40 @@ pub fn expected_marks(key: ResultKey, condition: Option<&IfMatch>) -> Option<Vec
 
 /// A strong entity tag over the result's content (FNV-1a, stable across builds and pods).
 pub fn etag(result: &ExamResult) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let text = format!(
-        "{}:{}:{}",
-        result.exam_year, result.roll_number, result.marks
-    );
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    String::from_utf8_lossy(&etag_bytes(result)).into_owned()
+}
+
+/// The length of an entity tag: 16 hex digits in double quotes.
+pub const ETAG_LEN: usize = 18;
+
+/// [`etag`] without an allocation: FNV-1a over `exam_year:roll_number:marks`
+/// in decimal, as 16 lower-case hex digits in double quotes.
+pub fn etag_bytes(result: &ExamResult) -> [u8; ETAG_LEN] {
+    fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
     }
-    format!("\"{hash:016x}\"")
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    hash = fnv1a(
+        hash,
+        itoa::Buffer::new().format(result.exam_year).as_bytes(),
+    );
+    hash = fnv1a(hash, b":");
+    hash = fnv1a(
+        hash,
+        itoa::Buffer::new().format(result.roll_number).as_bytes(),
+    );
+    hash = fnv1a(hash, b":");
+    hash = fnv1a(hash, itoa::Buffer::new().format(result.marks).as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tag = [b'"'; ETAG_LEN];
+    for (i, digit) in tag[1..ETAG_LEN - 1].iter_mut().enumerate() {
+        *digit = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    tag
 }
 
 #[cfg(test)]
@@ -383,6 +425,36 @@ mod tests {
         assert_ne!(etag(&a), etag(&b));
         assert_eq!(etag(&a), etag(&a.clone()));
         assert!(etag(&a).starts_with('"'));
+    }
+
+    #[test]
+    fn the_etag_is_fnv1a_of_the_fields_in_decimal() {
+        let result = ExamResult {
+            roll_number: 100_116_224,
+            exam_year: 2024,
+            marks: -7,
+        };
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in "2024:100116224:-7".bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(etag(&result), format!("\"{hash:016x}\""));
+    }
+
+    #[test]
+    fn a_result_reply_is_its_json_and_its_tag() {
+        let result = ExamResult {
+            roll_number: -9_223_372_036_854_775_808,
+            exam_year: i32::MIN,
+            marks: i32::MIN,
+        };
+        let json = serde_json::to_vec(&result).unwrap();
+        assert_eq!(json.len(), RESULT_JSON_CAPACITY);
+        let response = result_reply(&result, StatusCode::CREATED);
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["etag"], etag(&result).as_str());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use crate::support::{shared_cluster, spawn, GET};
+use crate::support::{shared_cluster, spawn, spawn_with, Spawn, GET};
 
 #[tokio::test]
 async fn get_returns_the_result_with_an_etag() {
@@ -79,4 +79,58 @@ async fn reads_need_no_token() {
     let app = spawn(GET).await;
     app.insert_rows(shared_cluster(), &[(3, 2022, 33)]).await;
     assert_eq!(app.get(2022, 3).await.status, 200);
+}
+
+/// A plain GET is served before warp's filter chain (`get_result::Direct`);
+/// a HEAD of the same URL goes through the filters. Both must answer with
+/// the same status and the same headers (all but the date, the request id
+/// and the length), for the public and for staff, with every optional
+/// header a public reply can carry switched on.
+#[tokio::test]
+async fn a_get_served_directly_has_the_headers_the_filter_chain_gives_the_same_read() {
+    let cluster = shared_cluster();
+    let app = spawn_with(
+        GET,
+        Spawn {
+            cluster,
+            database: cluster.fresh_database().await,
+            extra_env: vec![("CORS_ALLOW_ORIGIN", "https://results.example.org".into())],
+        },
+    )
+    .await;
+    app.insert_rows(cluster, &[(77, 2024, 63)]).await;
+    let url = app.url("/results/2024/77");
+    let compared = |reply: &crate::support::Reply| -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = reply
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !["date", "x-request-id", "content-length"].contains(&name.as_str())
+            })
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        headers.sort();
+        headers
+    };
+    for token in [None, Some(crate::support::READ_TOKEN)] {
+        let with = |request: reqwest::RequestBuilder| match token {
+            Some(token) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let direct = app.send(with(app.client.get(&url))).await;
+        let filtered = app.send(with(app.client.head(&url))).await;
+        assert_eq!(direct.status, 200);
+        assert_eq!(filtered.status, direct.status);
+        assert_eq!(compared(&filtered), compared(&direct), "token {token:?}");
+        assert!(direct.header("etag").is_some());
+        assert!(direct
+            .header("x-request-id")
+            .is_some_and(|id| id.len() == 36));
+        assert!(filtered.header("x-request-id").is_some());
+    }
 }
