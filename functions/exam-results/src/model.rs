@@ -251,10 +251,10 @@ pub struct Page {
 }
 
 fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, InputError> {
-    let shown: String = value.chars().take(32).collect();
-    value
-        .parse::<T>()
-        .map_err(|_| InputError::Malformed(format!("`{name}` must be an integer, got `{shown}`")))
+    value.parse::<T>().map_err(|_| {
+        let shown: String = value.chars().take(32).collect();
+        InputError::Malformed(format!("`{name}` must be an integer, got `{shown}`"))
+    })
 }
 
 /// Like [`parse_number`], but a number with a sign or leading zeros is
