@@ -102,15 +102,27 @@ impl Operation {
     }
 }
 
-/// Wraps bb8-postgres's manager so the checkout test costs no round trip.
+/// Wraps bb8-postgres's manager so the checkout test costs no round trip and
+/// a connection attempt, login included, has a deadline.
 #[derive(Debug)]
-pub struct Manager(PostgresConnectionManager<NoTls>);
+pub struct Manager {
+    inner: PostgresConnectionManager<NoTls>,
+    /// `DATABASE_CONNECT_TIMEOUT_MS`, for the whole attempt. tokio-postgres
+    /// applies its connect timeout to the socket's connect only, and bb8 waits
+    /// for an attempt without a limit while the attempt holds one of the
+    /// pool's places: a pooler that accepts the socket and never finishes the
+    /// login (PgBouncer holding logins while it cannot reach PostgreSQL, a
+    /// half-open connection) would otherwise take those places for good.
+    login_timeout: Option<Duration>,
+}
 
 /// Why the pool could not provide a connection.
 #[derive(Debug)]
 pub enum ManagerError {
     /// Connecting (or logging in) failed.
     Connect(tokio_postgres::Error),
+    /// Connecting and logging in took longer than the connect timeout.
+    LoginTimedOut(Duration),
     /// A pooled connection's socket was found closed at checkout.
     Closed,
 }
@@ -120,7 +132,14 @@ impl ManageConnection for Manager {
     type Error = ManagerError;
 
     async fn connect(&self) -> Result<Client, ManagerError> {
-        self.0.connect().await.map_err(ManagerError::Connect)
+        let attempt = self.inner.connect();
+        let Some(limit) = self.login_timeout else {
+            return attempt.await.map_err(ManagerError::Connect);
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(connected) => connected.map_err(ManagerError::Connect),
+            Err(_) => Err(ManagerError::LoginTimedOut(limit)),
+        }
     }
 
     async fn is_valid(&self, conn: &mut Client) -> Result<(), ManagerError> {
@@ -210,7 +229,10 @@ impl Database {
             .test_on_check_out(true)
             .idle_timeout(Some(Duration::from_secs(300)))
             .max_lifetime(Some(Duration::from_secs(1800)))
-            .build_unchecked(Manager(PostgresConnectionManager::new(config, NoTls)));
+            .build_unchecked(Manager {
+                login_timeout: config.get_connect_timeout().copied(),
+                inner: PostgresConnectionManager::new(config, NoTls),
+            });
         Self {
             pool,
             statement_timeout,
@@ -1146,6 +1168,9 @@ fn pool_error(err: RunError<ManagerError>) -> DbError {
             DbError::Unavailable("timed out waiting for a pooled connection".into())
         }
         RunError::User(ManagerError::Connect(err)) => classify(err, None),
+        RunError::User(ManagerError::LoginTimedOut(limit)) => DbError::Unavailable(format!(
+            "connecting and logging in took longer than the connect timeout of {limit:?}"
+        )),
         RunError::User(ManagerError::Closed) => {
             DbError::Unavailable("pooled connection was closed".into())
         }

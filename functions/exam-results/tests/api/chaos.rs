@@ -47,6 +47,8 @@ async fn until_acknowledged(
     tally: &Mutex<Tally>,
 ) -> Option<Value> {
     let started = Instant::now();
+    // What the last attempts met, for the failure message.
+    let mut seen: Vec<String> = Vec::new();
     while started.elapsed() < PATIENCE {
         let url = format!("{}{path}", base.read().unwrap());
         let sent = client
@@ -58,7 +60,8 @@ async fn until_acknowledged(
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(_) => {
+            Err(err) => {
+                seen.push(format!("{:?} connection error: {err}", started.elapsed()));
                 *tally
                     .lock()
                     .unwrap()
@@ -78,6 +81,11 @@ async fn until_acknowledged(
             .and_then(|j| j["error"]["code"].as_str())
             .unwrap_or("")
             .to_owned();
+        seen.push(format!(
+            "{:?} {status} {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&bytes)
+        ));
         let retry = {
             let mut t = tally.lock().unwrap();
             let label = if replayed {
@@ -114,7 +122,9 @@ async fn until_acknowledged(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tally.lock().unwrap().violations.push(format!(
-        "{method} {path} (key {key}): not acknowledged within {PATIENCE:?}"
+        "{method} {path} (key {key}): not acknowledged within {PATIENCE:?}; {} attempts, the last: {:#?}",
+        seen.len(),
+        &seen[seen.len().saturating_sub(4)..]
     ));
     None
 }

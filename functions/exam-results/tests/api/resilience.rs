@@ -236,3 +236,97 @@ fn a_missing_variable_stops_the_binary_with_one_line_naming_it() {
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A pooler that accepts connections and then says nothing (PgBouncer holding
+/// logins while it cannot reach PostgreSQL, a half-open socket, a wedged
+/// proxy) must not wedge the function's pool: every connection attempt,
+/// login included, gives up after `DATABASE_CONNECT_TIMEOUT_MS`, so once the
+/// pooler answers again the same process recovers. Between the test's client
+/// and PgBouncer sits a proxy that first holds every connection open without
+/// a byte and then forwards.
+#[tokio::test]
+async fn a_pooler_that_accepts_but_never_answers_the_login_does_not_wedge_the_pool() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = shared_cluster();
+    let database = cluster.fresh_database().await;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    let forwarding = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bouncer = format!("127.0.0.1:{}", cluster.bouncer_port);
+    {
+        let (forwarding, held) = (forwarding.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = proxy.accept().await {
+                if !forwarding.load(Ordering::SeqCst) {
+                    // Accepted, then silence: the login never completes.
+                    held.lock().unwrap().push(client);
+                    continue;
+                }
+                let bouncer = bouncer.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(bouncer).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+    let url = cluster.pooled_url_as("exam_reader", &database).replace(
+        &format!(":{}/", cluster.bouncer_port),
+        &format!(":{proxy_port}/"),
+    );
+    let app = spawn_with(
+        GET,
+        Spawn {
+            cluster,
+            database: database.clone(),
+            extra_env: vec![
+                ("DATABASE_URL", url),
+                ("DATABASE_POOL_SIZE", "2".into()),
+                ("DATABASE_CONNECT_TIMEOUT_MS", "500".into()),
+                ("DATABASE_POOL_TIMEOUT_MS", "500".into()),
+            ],
+        },
+    )
+    .await;
+    app.insert_rows(cluster, &[(1, 2024, 70)]).await;
+
+    // Enough requests to start a connection attempt for every slot of the pool.
+    for _ in 0..4 {
+        let reply = app.get(2024, 1).await;
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            (503, "database_unavailable")
+        );
+    }
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the function tried to connect"
+    );
+
+    forwarding.store(true, Ordering::SeqCst);
+    let answering = Instant::now();
+    let deadline = answering + Duration::from_secs(10);
+    loop {
+        let reply = app.get(2024, 1).await;
+        if reply.status == 200 {
+            assert_eq!(reply.body["marks"], 70);
+            break;
+        }
+        assert_eq!(reply.status, 503, "only 503s while recovering");
+        assert!(
+            Instant::now() < deadline,
+            "the pool stayed wedged {:?} after the pooler answered again ({} connections held silent)",
+            answering.elapsed(),
+            held.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "recovered {:?} after the pooler answered again",
+        answering.elapsed()
+    );
+}
