@@ -163,6 +163,7 @@ pub struct Database {
     pool: Pool<Manager>,
     statement_timeout: Duration,
     max_size: u32,
+    cancel_to: Option<CancelTarget>,
 }
 
 // The result statements, fixed at compile time (parameters are always bound, never interpolated).
@@ -222,6 +223,7 @@ impl Database {
         wait: Duration,
         statement_timeout: Duration,
     ) -> Self {
+        let cancel_to = CancelTarget::of(&config);
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(None)
@@ -237,6 +239,7 @@ impl Database {
             pool,
             statement_timeout,
             max_size: size,
+            cancel_to,
         }
     }
 
@@ -300,9 +303,7 @@ impl Database {
                 // requests it can match; behind a Service with several PgBouncer pods
                 // the cancel may land on another pod and be dropped, so the chart also
                 // sets a server-side statement_timeout as the backstop.
-                tokio::spawn(async move {
-                    let _ = cancel.cancel_query(NoTls).await;
-                });
+                send_cancel(cancel, self.cancel_to.clone());
                 Err(DbError::Unavailable(format!(
                     "{} exceeded the statement timeout of {:?}",
                     operation.as_str(),
@@ -895,6 +896,7 @@ pub struct BatchTx {
     conn: Option<bb8::PooledConnection<'static, Manager>>,
     copy: Option<std::pin::Pin<Box<tokio_postgres::CopyInSink<bytes::Bytes>>>>,
     cancel: tokio_postgres::CancelToken,
+    cancel_to: Option<CancelTarget>,
 }
 
 impl Database {
@@ -913,6 +915,7 @@ impl Database {
             conn: Some(conn),
             copy: None,
             cancel,
+            cancel_to: self.cancel_to.clone(),
         };
         let timeout = format!("{}ms", timeout.as_millis());
         batch
@@ -931,10 +934,7 @@ impl BatchTx {
 
     /// Cancels the statement running now (past the batch's deadline).
     pub fn cancel(&self) {
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            let _ = cancel.cancel_query(NoTls).await;
-        });
+        send_cancel(self.cancel.clone(), self.cancel_to.clone());
     }
 
     /// Holds the idempotency key for this transaction
@@ -1162,6 +1162,109 @@ fn to_result(row: &Row) -> ExamResult {
 }
 
 /// Why the pool gave no connection, as the client should see it.
+/// Where a pool's cancel requests go: the one TCP address it connects to.
+#[derive(Clone, Debug)]
+struct CancelTarget {
+    host: std::sync::Arc<str>,
+    port: u16,
+}
+
+impl CancelTarget {
+    /// The address of a configuration naming one TCP host (the pooler);
+    /// `None` for anything else (a Unix socket, several hosts).
+    fn of(config: &tokio_postgres::Config) -> Option<Self> {
+        let [tokio_postgres::config::Host::Tcp(host)] = config.get_hosts() else {
+            return None;
+        };
+        let port = match config.get_ports() {
+            [] => 5432,
+            [port] => *port,
+            _ => return None,
+        };
+        Some(Self {
+            host: host.as_str().into(),
+            port,
+        })
+    }
+}
+
+/// The longest a cancel request waits for the other end to close its
+/// connection before closing it anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks the server to stop the statement `token`'s connection is running,
+/// in the background. The request's socket is closed only once the other end
+/// has closed it (it has then passed the request on), as libpq does:
+/// tokio-postgres's own `cancel_query` closes its socket right after writing,
+/// and PgBouncer 1.18 exits (`disconnect_client(): bad client state: 0`,
+/// pgbouncer/pgbouncer issue 801) when a cancel request's client hangs up
+/// before PgBouncer has passed the request on.
+fn send_cancel(token: tokio_postgres::CancelToken, target: Option<CancelTarget>) {
+    tokio::spawn(async move {
+        match target {
+            Some(target) => {
+                let _ = tokio::time::timeout(CANCEL_WAIT, cancel_and_wait(&token, &target)).await;
+            }
+            None => {
+                let _ = token.cancel_query(NoTls).await;
+            }
+        }
+    });
+}
+
+async fn cancel_and_wait(
+    token: &tokio_postgres::CancelToken,
+    target: &CancelTarget,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut socket = tokio::net::TcpStream::connect((&*target.host, target.port)).await?;
+    token
+        .cancel_query_raw(KeepOpen(&mut socket), NoTls)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut scratch = [0u8; 64];
+    while socket.read(&mut scratch).await? > 0 {}
+    Ok(())
+}
+
+/// A cancel request's socket that stays open when tokio-postgres shuts it
+/// down after writing the request.
+struct KeepOpen<'a>(&'a mut tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for KeepOpen<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for KeepOpen<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn pool_error(err: RunError<ManagerError>) -> DbError {
     match err {
         RunError::TimedOut => {

@@ -338,6 +338,22 @@ async fn writes_retried_with_keys_survive_pooler_primary_function_and_replica_fa
         }
     }
 
+    if !tally.violations.is_empty() {
+        // What PgBouncer and the servers logged last, to tell a stuck pooler
+        // from a stuck server or a starved test.
+        for log in [
+            "pgbouncer/pgbouncer.log",
+            "logs/primary.log",
+            "logs/replica.log",
+        ] {
+            let text = std::fs::read_to_string(cluster.dir.join(log)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            println!("--- the last lines of {log}:");
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                println!("{line}");
+            }
+        }
+    }
     assert!(tally.violations.is_empty(), "{:#?}", tally.violations);
     assert!(lost.is_empty(), "lost or wrong: {lost:?}");
     assert_eq!(applied_twice, 0);

@@ -330,3 +330,52 @@ async fn a_pooler_that_accepts_but_never_answers_the_login_does_not_wedge_the_po
         answering.elapsed()
     );
 }
+
+/// A statement stopped at the statement timeout is cancelled through
+/// PgBouncer, and that must not take PgBouncer down. PgBouncer 1.18 exits
+/// (`FATAL ... disconnect_client(): bad client state: 0`, pgbouncer/pgbouncer
+/// issue 801) when the client of a cancel request hangs up before PgBouncer
+/// has passed the request on, which is what a client that closes its cancel
+/// socket right after writing does. Here a lock held on the table makes each
+/// read wait past a 300 ms statement timeout; after every round PgBouncer must
+/// still run, and at the end the same process reads again.
+#[tokio::test]
+async fn statements_cancelled_at_the_timeout_leave_pgbouncer_running() {
+    let cluster = Cluster::start();
+    let database = cluster.fresh_database().await;
+    let app = spawn_with(
+        GET,
+        Spawn {
+            cluster: &cluster,
+            database: database.clone(),
+            extra_env: vec![("DATABASE_STATEMENT_TIMEOUT_MS", "300".into())],
+        },
+    )
+    .await;
+    app.insert_rows(&cluster, &[(1, 2024, 70)]).await;
+    assert_eq!(app.get(2024, 1).await.status, 200);
+
+    let locker = cluster.direct(&database).await;
+    for round in 1..=5 {
+        locker
+            .batch_execute("BEGIN; LOCK TABLE student_results IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let reply = app.get(2024, 1).await;
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            (503, "database_unavailable"),
+            "round {round}"
+        );
+        // The cancel runs in the background: give it time to pass through PgBouncer.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        assert!(
+            cluster.pgbouncer_running(),
+            "PgBouncer exited in round {round}; its log ends:\n{}",
+            cluster.pgbouncer_log_tail(12)
+        );
+    }
+    let reply = app.get(2024, 1).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+}

@@ -176,6 +176,22 @@ impl Cluster {
         sandbox(&["kill", self.dir.to_str().unwrap(), "primary"], false);
     }
 
+    /// Whether PgBouncer's process is alive (its pidfile names a running process).
+    pub fn pgbouncer_running(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("pgbouncer/pgbouncer.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// The last `lines` lines of PgBouncer's log.
+    pub fn pgbouncer_log_tail(&self, lines: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.join("pgbouncer/pgbouncer.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Kills PgBouncer at once (SIGKILL, as a crashed pod); PostgreSQL stays up.
     pub fn kill_pgbouncer(&self) {
         sandbox(&["kill", self.dir.to_str().unwrap(), "pgbouncer"], false);
