@@ -5,24 +5,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    free_port, shared_cluster, spawn, spawn_with, Cluster, Spawn, GET, TOKEN, UPDATE,
+    free_port, shared_cluster, spawn, spawn_with, Cluster, Spawn, TestApp, GET, TOKEN, UPDATE,
 };
 
 #[tokio::test]
 async fn a_stopped_database_gives_503_and_the_same_process_recovers_when_it_returns() {
-    let cluster = Cluster::start();
-    let database = cluster.fresh_database().await;
-    let app = spawn_with(
-        GET,
-        Spawn {
-            cluster: &cluster,
-            database,
-            extra_env: vec![],
-        },
-    )
-    .await;
-    app.insert_rows(&cluster, &[(1, 2024, 70)]).await;
-    assert_eq!(app.get(2024, 1).await.status, 200);
+    let (cluster, _, app) = get_result_on_its_own_cluster(vec![]).await;
 
     cluster.stop_postgres();
     let started = Instant::now();
@@ -46,24 +34,51 @@ async fn a_stopped_database_gives_503_and_the_same_process_recovers_when_it_retu
     );
 
     cluster.start_postgres();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = app.get(2024, 1).await;
-        if reply.status == 200 {
-            assert_eq!(reply.body["marks"], 70);
-            break;
-        }
-        assert_eq!(reply.status, 503, "only 503s while recovering");
-        assert!(
-            Instant::now() < deadline,
-            "did not recover after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    reads_again(&app, Duration::from_secs(20), "the database came back").await;
     assert_eq!(
         app.send(app.client.get(app.url("/readyz"))).await.status,
         200
     );
+}
+
+/// get-result with `extra_env` on a cluster of its own (the test stops or
+/// breaks it), serving result 2024/1 with marks 70.
+async fn get_result_on_its_own_cluster(
+    extra_env: Vec<(&'static str, String)>,
+) -> (Cluster, String, TestApp) {
+    let cluster = Cluster::start();
+    let database = cluster.fresh_database().await;
+    let app = spawn_with(
+        GET,
+        Spawn {
+            cluster: &cluster,
+            database: database.clone(),
+            extra_env,
+        },
+    )
+    .await;
+    app.insert_rows(&cluster, &[(1, 2024, 70)]).await;
+    assert_eq!(app.get(2024, 1).await.status, 200);
+    (cluster, database, app)
+}
+
+/// Reads result 2024/1 (marks 70) until it is served again, allowing only
+/// 503s meanwhile; panics after `within`. Returns how long it took.
+async fn reads_again(app: &TestApp, within: Duration, after: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = app.get(2024, 1).await;
+        if reply.status == 200 {
+            assert_eq!(reply.body["marks"], 70);
+            return started.elapsed();
+        }
+        assert_eq!(reply.status, 503, "only 503s while recovering");
+        assert!(
+            started.elapsed() < within,
+            "did not recover within {within:?} after {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Holds the row's lock in another transaction so a write waits in flight.
@@ -308,26 +323,10 @@ async fn a_pooler_that_accepts_but_never_answers_the_login_does_not_wedge_the_po
     );
 
     forwarding.store(true, Ordering::SeqCst);
-    let answering = Instant::now();
-    let deadline = answering + Duration::from_secs(10);
-    loop {
-        let reply = app.get(2024, 1).await;
-        if reply.status == 200 {
-            assert_eq!(reply.body["marks"], 70);
-            break;
-        }
-        assert_eq!(reply.status, 503, "only 503s while recovering");
-        assert!(
-            Instant::now() < deadline,
-            "the pool stayed wedged {:?} after the pooler answered again ({} connections held silent)",
-            answering.elapsed(),
-            held.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let took = reads_again(&app, Duration::from_secs(10), "the pooler answered again").await;
     println!(
-        "recovered {:?} after the pooler answered again",
-        answering.elapsed()
+        "recovered {took:?} after the pooler answered again ({} connections held silent)",
+        held.lock().unwrap().len()
     );
 }
 
@@ -341,19 +340,8 @@ async fn a_pooler_that_accepts_but_never_answers_the_login_does_not_wedge_the_po
 /// still run, and at the end the same process reads again.
 #[tokio::test]
 async fn statements_cancelled_at_the_timeout_leave_pgbouncer_running() {
-    let cluster = Cluster::start();
-    let database = cluster.fresh_database().await;
-    let app = spawn_with(
-        GET,
-        Spawn {
-            cluster: &cluster,
-            database: database.clone(),
-            extra_env: vec![("DATABASE_STATEMENT_TIMEOUT_MS", "300".into())],
-        },
-    )
-    .await;
-    app.insert_rows(&cluster, &[(1, 2024, 70)]).await;
-    assert_eq!(app.get(2024, 1).await.status, 200);
+    let (cluster, database, app) =
+        get_result_on_its_own_cluster(vec![("DATABASE_STATEMENT_TIMEOUT_MS", "300".into())]).await;
 
     let locker = cluster.direct(&database).await;
     for round in 1..=5 {
