@@ -346,12 +346,10 @@ async fn writes_retried_with_keys_survive_pooler_primary_function_and_replica_fa
             "logs/primary.log",
             "logs/replica.log",
         ] {
-            let text = std::fs::read_to_string(cluster.dir.join(log)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            println!("--- the last lines of {log}:");
-            for line in &lines[lines.len().saturating_sub(40)..] {
-                println!("{line}");
-            }
+            println!(
+                "--- the last lines of {log}:\n{}",
+                cluster.log_tail(log, 40)
+            );
         }
     }
     assert!(tally.violations.is_empty(), "{:#?}", tally.violations);

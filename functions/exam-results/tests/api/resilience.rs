@@ -361,7 +361,7 @@ async fn statements_cancelled_at_the_timeout_leave_pgbouncer_running() {
         assert!(
             cluster.pgbouncer_running(),
             "PgBouncer exited in round {round}; its log ends:\n{}",
-            cluster.pgbouncer_log_tail(12)
+            cluster.log_tail("pgbouncer/pgbouncer.log", 12)
         );
     }
     let reply = app.get(2024, 1).await;

@@ -184,11 +184,11 @@ impl Cluster {
             .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
     }
 
-    /// The last `lines` lines of PgBouncer's log.
-    pub fn pgbouncer_log_tail(&self, lines: usize) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.join("pgbouncer/pgbouncer.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
+    /// The last `lines` lines of one of the sandbox's logs: `pgbouncer/pgbouncer.log`,
+    /// `logs/primary.log` or `logs/replica.log` (empty when it does not exist).
+    pub fn log_tail(&self, log: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
